@@ -1,0 +1,5 @@
+"""Boundary points, Hessian-vector products, averaged boundary operators, Lanczos."""
+
+from .boundary import BoundaryPoints, boundary_points
+
+__all__ = ["BoundaryPoints", "boundary_points"]

@@ -1,0 +1,329 @@
+"""Training zoo models with a config-keyed, resumable checkpoint cache.
+
+A trained model lives in ``<run_dir>/models/<arch>-<dataset>-<hash>/`` where ``hash`` is a hash of
+the full :class:`TrainConfig`. ``model.pt`` (the finished checkpoint) is reused on the next call;
+``state.pt`` holds the state after the last finished epoch (weights, optimiser, shuffling
+generator, history) so that an interrupted run resumes there. Every file is written atomically.
+On CPU, the same config gives bitwise the same weights, interrupted or not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import data as _data
+from .._io import config_hash, load_json, save_json, save_torch
+from .._model import eval_mode, model_device
+from .._validation import check_choice, check_int, check_positive, check_real
+from ..results import Result
+from .loading import CHECKPOINT_FORMAT, model_from_checkpoint
+from .zoo import ACTIVATIONS, ARCHITECTURES, build
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainConfig(Result):
+    """Everything that determines a trained model (its hash keys the cache).
+
+    Attributes:
+        arch: zoo architecture, see :data:`geomrob.models.ARCHITECTURES`.
+        dataset: dataset name, see :data:`geomrob.data.DATASETS`.
+        size: image side passed to :func:`geomrob.data.load` (``None``: native).
+        activation: ``"relu" | "softplus" | "tanh" | "gelu"``.
+        beta: softplus sharpness when ``activation="softplus"``.
+        optimizer: ``"adam"`` or ``"sgd"`` (with Nesterov momentum).
+        lr: learning rate; a cosine schedule decays it to 0 over the epochs.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty.
+        epochs: passes over the training set.
+        batch_size: minibatch size.
+        seed: seeds the initial weights and the shuffling.
+        train_size: use a seeded subset of this many training images (``None``: all).
+    """
+
+    arch: str = "lenet"
+    dataset: str = "digits"
+    size: int | None = None
+    activation: str = "relu"
+    beta: float = 10.0
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    epochs: int = 50
+    batch_size: int = 64
+    seed: int = 0
+    train_size: int | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.arch, "arch", ARCHITECTURES)
+        check_choice(self.dataset, "dataset", _data.DATASETS)
+        check_choice(self.activation.split("(")[0], "activation", ACTIVATIONS)
+        check_positive(self.beta, "beta")
+        check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        check_positive(self.lr, "lr")
+        check_real(self.momentum, "momentum", low=0.0, high=1.0, high_inclusive=False)
+        check_real(self.weight_decay, "weight_decay", low=0.0)
+        check_int(self.epochs, "epochs", low=1)
+        check_int(self.batch_size, "batch_size", low=1)
+        check_int(self.seed, "seed", low=0)
+        if self.train_size is not None:
+            check_int(self.train_size, "train_size", low=1)
+
+    def key(self) -> str:
+        """Folder name in the cache: ``<arch>-<dataset>-<hash of the config>``."""
+        return f"{self.arch}-{self.dataset}-{config_hash(self.to_dict())}"
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult(Result):
+    """A trained model and how it got there.
+
+    Attributes:
+        model: the trained network, in eval mode, on the requested device.
+        config: the :class:`TrainConfig`.
+        history: one dict per epoch: ``epoch``, ``loss``, ``train_accuracy``,
+            ``test_accuracy``, ``seconds``.
+        test_accuracy: accuracy on the test split after the last epoch.
+        train_seconds: total training time over all (possibly interrupted) runs.
+        path: folder of the cached model.
+        cached: True when the model was loaded from the cache without training.
+    """
+
+    model: nn.Module
+    config: TrainConfig
+    history: list[dict[str, float]]
+    test_accuracy: float
+    train_seconds: float
+    path: Path
+    cached: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the model itself is left out)."""
+        return {
+            "config": self.config.to_dict(),
+            "history": self.history,
+            "test_accuracy": self.test_accuracy,
+            "train_seconds": self.train_seconds,
+            "path": str(self.path),
+            "cached": self.cached,
+        }
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1000) -> float:
+    """Fraction of ``x`` that ``model`` labels ``y`` (eval mode restored afterwards)."""
+    correct = 0
+    with eval_mode(model), torch.no_grad():
+        device = model_device(model)
+        for i in range(0, len(x), batch_size):
+            out = model(x[i : i + batch_size].to(device))
+            correct += int((out.argmax(1).cpu() == y[i : i + batch_size]).sum())
+    return correct / len(x)
+
+
+def build_for(config: TrainConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build the untrained network of ``config`` with its seeded initial weights.
+
+    The global RNG is forked, so the caller's random state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build(
+            config.arch,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            activation=config.activation,
+            beta=config.beta,
+        )
+
+
+def train(
+    config: TrainConfig | None = None,
+    *,
+    run_dir: str | Path = "runs/default",
+    data_root: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    callback: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train a zoo model, or load it from the cache when this config was trained before.
+
+    Args:
+        config: what to train (default: ``TrainConfig()``, lenet on digits).
+        run_dir: run directory; the model goes to ``run_dir/models/<config.key()>/``.
+        data_root: root of the datasets (see :func:`geomrob.data.load`).
+        device: where to train.
+        progress: show a tqdm bar per epoch.
+        callback: called with each epoch's history row after its state is saved (an exception
+            raised there interrupts training; the next call resumes after that epoch).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Example:
+        >>> import tempfile
+        >>> cfg = TrainConfig(arch="fcn2", dataset="digits", epochs=1)
+        >>> res = train(cfg, run_dir=tempfile.mkdtemp())
+        >>> res.cached, res.test_accuracy > 0.5
+        (False, True)
+    """
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"`config` must be a TrainConfig; got {type(config).__name__}.")
+    device = torch.device(device)
+    folder = Path(run_dir) / "models" / config.key()
+    final, state_path = folder / "model.pt", folder / "state.pt"
+
+    if final.exists():
+        ckpt = torch.load(final, map_location="cpu", weights_only=True)
+        model = model_from_checkpoint(ckpt, f"cached model {final}").to(device).eval()
+        log.info("loaded cached model %s", final)
+        return TrainResult(
+            model=model,
+            config=config,
+            history=ckpt["history"],
+            test_accuracy=ckpt["history"][-1]["test_accuracy"],
+            train_seconds=float(sum(h["seconds"] for h in ckpt["history"])),
+            path=folder,
+            cached=True,
+        )
+
+    train_set = _data.load(config.dataset, split="train", root=data_root, size=config.size)
+    test_set = _data.load(config.dataset, split="test", root=data_root, size=config.size)
+    if config.train_size is not None:
+        train_set = train_set.subset(config.train_size, seed=config.seed)
+    model = build_for(config, train_set.input_shape, train_set.num_classes).to(device)
+    optimizer = _make_optimizer(config, model)
+    steps_per_epoch = -(-len(train_set) // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _cosine(config.epochs * steps_per_epoch)
+    )
+    shuffle = torch.Generator().manual_seed(config.seed)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state.get("config") == config.to_dict():
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            shuffle.set_state(state["shuffle"])
+            history = state["history"]
+            start_epoch = len(history)
+            log.info("resuming %s after epoch %d", folder, start_epoch)
+
+    save_json(config.to_dict(), folder / "config.json")
+    x_train, y_train = train_set.x, train_set.y
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(x_train), generator=shuffle)
+        total_loss, total_correct = 0.0, 0
+        batches = range(0, len(order), config.batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(
+                batches, desc=f"train {config.arch} epoch {epoch + 1}/{config.epochs}", leave=False
+            )
+        for i in batches:
+            idx = order[i : i + config.batch_size]
+            xb, yb = x_train[idx].to(device), y_train[idx].to(device)
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += float(loss.detach()) * len(idx)
+            total_correct += int((out.detach().argmax(1) == yb).sum())
+        model.eval()
+        row = {
+            "epoch": epoch + 1,
+            "loss": total_loss / len(order),
+            "train_accuracy": total_correct / len(order),
+            "test_accuracy": accuracy(model, test_set.x, test_set.y),
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(row)
+        log.info("epoch %d/%d %s", epoch + 1, config.epochs, row)
+        save_torch(
+            {
+                "config": config.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "shuffle": shuffle.get_state(),
+                "history": history,
+            },
+            state_path,
+        )
+        if callback is not None:
+            callback(row)
+
+    model.eval()
+    save_torch(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "config": model.geomrob_config,
+            "train_config": config.to_dict(),
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+            "history": history,
+        },
+        final,
+    )
+    save_json({"history": history}, folder / "history.json")
+    state_path.unlink(missing_ok=True)
+    return TrainResult(
+        model=model,
+        config=config,
+        history=history,
+        test_accuracy=history[-1]["test_accuracy"],
+        train_seconds=float(sum(h["seconds"] for h in history)),
+        path=folder,
+        cached=False,
+    )
+
+
+def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
+
+
+def _cosine(total_steps: int) -> Callable[[int], float]:
+    import math
+
+    def factor(step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+    return factor
+
+
+def load_history(folder: str | Path) -> list[dict[str, float]]:
+    """The per-epoch history stored beside a cached model."""
+    return load_json(Path(folder) / "history.json")["history"]
+
+
+def with_changes(config: TrainConfig, **changes: Any) -> TrainConfig:
+    """A copy of ``config`` with some fields replaced (validated again)."""
+    return dataclasses.replace(config, **changes)
