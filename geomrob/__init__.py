@@ -2,12 +2,26 @@
 explains.
 
 Importing geomrob has no side effects. The public API is ``geomrob.__all__``; subpackages
-(``geomrob.data``, ``geomrob.models``) hold the rest.
+(``geomrob.data``, ``geomrob.models``, ``geomrob.attacks``, ``geomrob.curvature``) hold the rest.
 """
 
 __version__ = "0.1.0"
 
-from . import data, models  # noqa: E402
+from . import attacks, curvature, data, models  # noqa: E402
+from .attacks import (  # noqa: E402
+    DeepFoolResult,
+    UAPResult,
+    deepfool,
+    fgm,
+    fooling_rate,
+    fooling_rates,
+    lbfgs,
+    noise_fooling_curve,
+    pgd,
+    rho_rand,
+    universal_perturbation,
+)
+from .curvature import BoundaryPoints, boundary_points  # noqa: E402
 from .models import softplus_surrogate  # noqa: E402
 
 __all__ = [
@@ -16,4 +30,21 @@ __all__ = [
     "data",
     "models",
     "softplus_surrogate",
+    # first order: minimal and universal perturbations
+    "attacks",
+    "DeepFoolResult",
+    "deepfool",
+    "BoundaryPoints",
+    "boundary_points",
+    "UAPResult",
+    "universal_perturbation",
+    "fooling_rate",
+    "fooling_rates",
+    "noise_fooling_curve",
+    "rho_rand",
+    "lbfgs",
+    "fgm",
+    "pgd",
+    # second order
+    "curvature",
 ]

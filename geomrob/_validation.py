@@ -179,3 +179,34 @@ def check_p(p: object, name: str = "p") -> float:
     if p not in (2.0, math.inf):
         raise ValueError(f"`{name}` must be 2 or float('inf'); got {p!r}.")
     return float(p)
+
+
+def check_bounds(bounds: object, x: Tensor) -> tuple[float, float] | None:
+    """Check an optional box ``(lo, hi)`` with ``lo < hi`` that contains ``x``."""
+    if bounds is None:
+        return None
+    if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2):
+        raise TypeError(f"`bounds` must be None or a pair (lo, hi); got {bounds!r}.")
+    lo = check_real(bounds[0], "bounds[0]")
+    hi = check_real(bounds[1], "bounds[1]")
+    if not lo < hi:
+        raise ValueError(f"`bounds` must satisfy lo < hi; got {bounds!r}.")
+    if bool((x < lo).any()) or bool((x > hi).any()):
+        raise ValueError(
+            f"`x` lies outside `bounds` {bounds!r} (range [{float(x.min())}, {float(x.max())}])."
+        )
+    return lo, hi
+
+
+def check_target(target: object, n: int, num_classes: int, device: torch.device) -> Tensor:
+    """An int (the same class for every input) or a ``(n,)`` integer tensor, in ``[0, L)``."""
+    if isinstance(target, Tensor):
+        target = check_labels(target, n, "target", num_classes=num_classes)
+        return target.to(device=device, dtype=torch.long)
+    if isinstance(target, bool) or not isinstance(target, int):
+        raise TypeError(
+            f"`target` must be an int or a ({n},) tensor of class indices; "
+            f"got {type(target).__name__} {target!r}."
+        )
+    t = check_int(target, "target", low=0, high=num_classes - 1)
+    return torch.full((n,), t, dtype=torch.long, device=device)

@@ -21,7 +21,7 @@ import torch
 
 from . import __version__
 from . import data as _data
-from ._io import save_json
+from ._io import config_hash, save_json, save_torch
 from .models import ARCHITECTURES, TrainConfig, train
 
 log = logging.getLogger("geomrob")
@@ -127,6 +127,46 @@ def _train(args: argparse.Namespace) -> Any:
     return result
 
 
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model from a file (instead of training a zoo model)")
+    g.add_argument(
+        "--model",
+        default=None,
+        help="TorchScript file, geomrob checkpoint, or package.module:factory (see load_model)",
+    )
+    g.add_argument("--state-dict", default=None, help="weights for a --model factory spec")
+
+
+def _model(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
+    """The classifier of a run: loaded with --model, else trained (cached) from the options.
+
+    Returns the model in eval mode and a key naming it in cache hashes.
+    """
+    if getattr(args, "model", None):
+        from .models import load_model
+
+        model = load_model(args.model, state_dict=args.state_dict, map_location=args.device)
+        stamp = [
+            str(Path(p).resolve()) + f"@{Path(p).stat().st_mtime_ns}"
+            for p in (args.model, args.state_dict)
+            if p and Path(p).exists()
+        ]
+        return model, config_hash({"model": args.model, "files": stamp})
+    result = _train(args)
+    return result.model, result.config.key()
+
+
+def _cached(out: Path, name: str, config: dict[str, Any], compute: Callable[[], dict]) -> dict:
+    """Load ``out/cache/<name>-<hash(config)>.pt`` or compute, save atomically and return it."""
+    path = out / "cache" / f"{name}-{config_hash(config)}.pt"
+    if path.exists():
+        log.info("reusing %s", path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    value = compute()
+    save_torch(value, path)
+    return value
+
+
 # --------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -136,7 +176,7 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         description="Train a zoo model. The result is cached under OUT/models/ by a hash of the "
         "config; an interrupted run resumes after its last finished epoch.",
     )
-    _add_train_options(p, TrainConfig(dataset="mnist", epochs=5, batch_size=128))
+    _add_train_options(p, TrainConfig(dataset="mnist", epochs=5, batch_size=128, lr=1e-3))
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -201,6 +241,163 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- fool
+def _add_fool(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "fool",
+        parents=[common],
+        help="DeepFool statistics and universal perturbations (UAP) of a model",
+        description="DeepFool minimal perturbations on test images (mean/median ||r||, "
+        "||r||/||x||, iterations, success), then universal perturbations (Moosavi-Dezfooli et "
+        "al. 2017) fitted on training images at several norms xi and evaluated on held-out "
+        "test images. Results and figures go to the run directory; DeepFool results and UAP "
+        "passes are cached and resumed.",
+    )
+    g = p.add_argument_group("fooling")
+    g.add_argument("--n", type=int, default=256, help="test images for DeepFool statistics")
+    g.add_argument("--overshoot", type=float, default=0.02)
+    g.add_argument("--max-iter", type=int, default=50)
+    g.add_argument("--uap-n", type=int, default=1000, help="training images to fit the UAP on")
+    g.add_argument("--eval-n", type=int, default=1000, help="held-out test images for rates")
+    g.add_argument("--p", default="2", choices=("2", "inf"), help="norm of the UAP")
+    g.add_argument("--xi", type=float, nargs="*", default=None, help="UAP norms (absolute)")
+    g.add_argument(
+        "--xi-rel",
+        type=float,
+        nargs="*",
+        default=[1.0, 2.0, 4.0],
+        help="UAP norms as multiples of the median DeepFool ||r|| (l2) or of its l-inf "
+        "counterpart, used when --xi is not given (default 1 2 4)",
+    )
+    g.add_argument("--delta", type=float, default=0.2, help="UAP target fooling rate 1 - delta")
+    g.add_argument("--max-passes", type=int, default=5)
+    _add_model_options(p)
+    _add_train_options(p, TrainConfig())
+
+
+def _run_fool(args: argparse.Namespace) -> int:
+    import math
+
+    from .attacks import deepfool, fooling_rate, universal_perturbation
+    from .plotting import save_figure, uap_figure
+
+    out = _out(args)
+    model, model_key = _model(args)
+    test = _data.load(args.dataset, split="test", root=args.data_root, size=args.size)
+    train_set = _data.load(args.dataset, split="train", root=args.data_root, size=args.size)
+    device = torch.device(args.device)
+    n = min(args.n, len(test))
+    x = test.x[:n].to(device)
+    df_config = {
+        "model": model_key,
+        "data": [args.dataset, args.size, n],
+        "overshoot": args.overshoot,
+        "max_iter": args.max_iter,
+    }
+
+    def run_deepfool() -> dict:
+        res = deepfool(model, x, overshoot=args.overshoot, max_iter=args.max_iter)
+        return {k: v.cpu() for k, v in vars(res).items()}
+
+    df = _cached(out, "deepfool", df_config, run_deepfool)
+    norms = df["r"].flatten(1).norm(dim=1)
+    xnorm = test.x[:n].flatten(1).norm(dim=1)
+    ok = df["converged"]
+    stats = {
+        "n": n,
+        "success_rate": float(ok.float().mean()),
+        "mean_norm": float(norms[ok].mean()),
+        "median_norm": float(norms[ok].median()),
+        "mean_relative_norm": float((norms / xnorm)[ok].mean()),
+        "mean_linf": float(df["r"].flatten(1).abs().amax(1)[ok].mean()),
+        "mean_iterations": float(df["iterations"].float().mean()),
+        "clean_accuracy": float((df["label"] == test.y[:n]).float().mean()),
+    }
+    print(
+        f"DeepFool on {n} test images: success {stats['success_rate']:.3f}, median ||r|| "
+        f"{stats['median_norm']:.4f}, mean ||r||/||x|| {stats['mean_relative_norm']:.4f}, "
+        f"mean iterations {stats['mean_iterations']:.2f}"
+    )
+
+    p = math.inf if args.p == "inf" else 2.0
+    scale = stats["median_norm"] if p == 2.0 else stats["mean_linf"]
+    xis = args.xi if args.xi else [round(r * scale, 4) for r in args.xi_rel]
+    fit = train_set.subset(min(args.uap_n, len(train_set)), seed=args.seed).x.to(device)
+    held = test.x[n : n + args.eval_n] if len(test) > n else test.x[: args.eval_n]
+    held = held.to(device)
+    uaps = []
+    for xi in xis:
+        state = (
+            out
+            / "cache"
+            / (
+                "uap-"
+                + config_hash(
+                    {
+                        **df_config,
+                        "xi": xi,
+                        "p": args.p,
+                        "delta": args.delta,
+                        "max_passes": args.max_passes,
+                        "uap_n": len(fit),
+                        "seed": args.seed,
+                    }
+                )
+                + ".pt"
+            )
+        )
+        res = universal_perturbation(
+            model,
+            fit,
+            xi=xi,
+            p=p,
+            delta=args.delta,
+            max_passes=args.max_passes,
+            overshoot=args.overshoot,
+            max_iter=args.max_iter,
+            generator=args.seed,
+            state_path=state,
+            progress=not args.quiet,
+        )
+        held_rate = fooling_rate(model, held, res.v)
+        uaps.append(
+            {
+                "xi": xi,
+                "fit_fooling_rate": res.fooling_rate,
+                "history": res.history,
+                "held_out_fooling_rate": held_rate,
+                "passes": res.passes,
+                "converged": res.converged,
+                "v": res.v.cpu(),
+            }
+        )
+        print(
+            f"UAP p={args.p} xi={xi:.4g}: fooling rate {res.fooling_rate:.3f} on the "
+            f"{len(fit)} fitting images, {held_rate:.3f} on {len(held)} held-out images"
+        )
+    fig = uap_figure(
+        [u["xi"] for u in uaps],
+        [u["held_out_fooling_rate"] for u in uaps],
+        [u["v"].numpy() for u in uaps],
+        held[:4].cpu().numpy(),
+        title=f"UAP ({args.p}) on {args.dataset}",
+    )
+    fig_path = save_figure(fig, out / "figures" / "fool_uap.png")
+    results = {
+        "seed": args.seed,
+        "versions": versions(),
+        "model": model_key,
+        "p": args.p,
+        "deepfool": stats,
+        "uap": [{k: v for k, v in u.items() if k != "v"} for u in uaps],
+        "figures": {"uap": str(fig_path)},
+    }
+    save_torch({str(u["xi"]): u["v"] for u in uaps}, out / "uap_vectors.pt")
+    path = save_json(results, out / "results.json")
+    print(f"results in {path}; figure {fig_path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- data
 def _add_data(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -223,6 +420,7 @@ def _run_data(args: argparse.Namespace) -> int:
 _SUBCOMMANDS = {
     "demo": (_add_demo, _run_demo),
     "train": (_add_train, _run_train),
+    "fool": (_add_fool, _run_fool),
     "data": (_add_data, _run_data),
 }
 

@@ -70,3 +70,48 @@ def training_figure(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def uap_figure(
+    xis: Sequence[float],
+    rates: Sequence[float],
+    perturbations: Sequence[np.ndarray],
+    images: np.ndarray,
+    *,
+    title: str = "",
+) -> Figure:
+    """Fooling rate against the UAP norm, the perturbations, and images with the largest one.
+
+    Args:
+        xis: norms of the universal perturbations.
+        rates: their held-out fooling rates.
+        perturbations: the perturbations, each ``(C, H, W)``.
+        images: a few ``(C, H, W)`` images shown with the largest perturbation added.
+        title: figure title.
+    """
+    k, m = len(perturbations), min(len(images), 4)
+    fig = Figure(figsize=(3.2 + 1.6 * max(k, m), 4.0), layout="constrained")
+    grid = fig.add_gridspec(2, 1 + max(k, m), width_ratios=[2] + [1] * max(k, m))
+    ax = fig.add_subplot(grid[:, 0])
+    ax.plot(xis, rates, marker="o")
+    ax.set(
+        xlabel="norm xi of the universal perturbation", ylabel="held-out fooling rate", ylim=(0, 1)
+    )
+    ax.grid(alpha=0.3)
+
+    def show(a, img, cmap, vmin, vmax, label):
+        a.imshow(
+            img.transpose(1, 2, 0) if img.shape[0] == 3 else img[0], cmap=cmap, vmin=vmin, vmax=vmax
+        )
+        a.set_xticks([])
+        a.set_yticks([])
+        a.set_title(label, fontsize=8)
+
+    for i, (xi, v) in enumerate(zip(xis, perturbations, strict=True)):
+        s = float(np.abs(v).max()) or 1.0
+        show(fig.add_subplot(grid[0, 1 + i]), v, "RdBu_r", -s, s, f"v, xi={xi:.3g}")
+    for i in range(m):
+        show(fig.add_subplot(grid[1, 1 + i]), images[i] + perturbations[-1], "gray", 0, 1, "x + v")
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .._model import check_inputs, eval_mode, functional
-from .._validation import check_int, check_real
+from .._validation import check_bounds, check_int, check_real
 from ..results import Result
 
 
@@ -39,22 +39,6 @@ class DeepFoolResult(Result):
     def norms(self) -> Tensor:
         """``(B,)`` l2 norms of ``r``."""
         return self.r.flatten(1).norm(dim=1)
-
-
-def _check_bounds(bounds: object, x: Tensor) -> tuple[float, float] | None:
-    if bounds is None:
-        return None
-    if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2):
-        raise TypeError(f"`bounds` must be None or a pair (lo, hi); got {bounds!r}.")
-    lo = check_real(bounds[0], "bounds[0]")
-    hi = check_real(bounds[1], "bounds[1]")
-    if not lo < hi:
-        raise ValueError(f"`bounds` must satisfy lo < hi; got {bounds!r}.")
-    if bool((x < lo).any()) or bool((x > hi).any()):
-        raise ValueError(
-            f"`x` lies outside `bounds` {bounds!r} (range [{float(x.min())}, {float(x.max())}])."
-        )
-    return lo, hi
 
 
 def candidate_jacobian(
@@ -137,7 +121,7 @@ def deepfool(
         batch_size = check_int(batch_size, "batch_size", low=1)
     with eval_mode(model):
         logits0 = check_inputs(model, x)
-        box = _check_bounds(bounds, x)
+        box = check_bounds(bounds, x)
         call = functional(model)
         n, num_classes = logits0.shape
         k = min(num_candidates, num_classes)
