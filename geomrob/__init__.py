@@ -21,7 +21,14 @@ from .attacks import (  # noqa: E402
     rho_rand,
     universal_perturbation,
 )
-from .curvature import BoundaryPoints, boundary_points  # noqa: E402
+from .curvature import (  # noqa: E402
+    BoundaryHessian,
+    BoundaryPoints,
+    EigResult,
+    boundary_points,
+    hvp,
+    lanczos,
+)
 from .models import softplus_surrogate  # noqa: E402
 
 __all__ = [
@@ -47,4 +54,8 @@ __all__ = [
     "pgd",
     # second order
     "curvature",
+    "hvp",
+    "BoundaryHessian",
+    "lanczos",
+    "EigResult",
 ]
