@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -90,3 +91,48 @@ def test_unknown_dataset_rejected_by_parser(capsys):
         main(["train", "--dataset", "imagenet"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_fool_smoke(tmp_path, capsys):
+    out = tmp_path / "fool"
+    args = [
+        "fool",
+        "--out",
+        str(out),
+        "--quiet",
+        "--arch",
+        "fcn2",
+        "--epochs",
+        "5",
+        "--n",
+        "20",
+        "--uap-n",
+        "40",
+        "--eval-n",
+        "30",
+        "--xi",
+        "1.0",
+        "3.0",
+        "--max-passes",
+        "2",
+    ]
+    with warnings.catch_warnings():  # a small UAP may not reach 1 - delta: it warns
+        warnings.simplefilter("ignore", UserWarning)
+        assert main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    df = results["deepfool"]
+    assert df["n"] == 20 and df["success_rate"] == 1.0
+    assert 0 < df["median_norm"] < 10
+    assert [u["xi"] for u in results["uap"]] == [1.0, 3.0]
+    for u in results["uap"]:
+        assert 0.0 <= u["held_out_fooling_rate"] <= 1.0
+        assert 1 <= u["passes"] <= 2
+    assert (out / "figures" / "fool_uap.png").exists()
+    printed = capsys.readouterr().out
+    assert "DeepFool on 20 test images" in printed and "UAP p=2" in printed
+    # the DeepFool result is cached: a second run reuses it and gives the same statistics
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert main(args) == 0
+    assert json.loads((out / "results.json").read_text())["deepfool"] == df
+    assert list((out / "cache").glob("deepfool-*.pt"))
