@@ -228,3 +228,21 @@ def test_boundary_points_bad_args():
         boundary_points(model, x[:2], deepfool_result=res)
     with pytest.raises(ValueError, match="`tol` must be >"):
         boundary_points(model, x, tol=0.0)
+
+
+def test_statistics_match_hand_computation():
+    lin = linear(20, 6, seed=5)
+    x = torch.randn(16, 20, generator=torch.Generator().manual_seed(9), dtype=DT)
+    res = deepfool(lin, x)
+    y = res.label.clone()
+    y[0] = (y[0] + 1) % 6
+    stats = res.statistics(x, y)
+    norms = res.r.norm(dim=1)
+    assert stats["n"] == 16 and stats["success_rate"] == 1.0
+    assert stats["median_norm"] == pytest.approx(float(norms.median()))
+    assert stats["mean_relative_norm"] == pytest.approx(float((norms / x.norm(dim=1)).mean()))
+    assert stats["mean_linf"] == pytest.approx(float(res.r.abs().amax(1).mean()))
+    assert stats["mean_iterations"] == 1.0
+    assert stats["clean_accuracy"] == pytest.approx(15 / 16)
+    with pytest.raises(ValueError, match="must have the shape of the result"):
+        res.statistics(x[:3])

@@ -40,6 +40,45 @@ class DeepFoolResult(Result):
         """``(B,)`` l2 norms of ``r``."""
         return self.r.flatten(1).norm(dim=1)
 
+    def statistics(self, x: Tensor, y: Tensor | None = None) -> dict[str, float]:
+        """Summary over the batch: the robustness numbers papers report for DeepFool.
+
+        Norm statistics are over the converged inputs only (the others have no minimal
+        perturbation); ``success_rate`` says how many that is.
+
+        Args:
+            x: ``(B, *input_shape)`` the inputs the result is for.
+            y: ``(B,)`` optional true labels, for the clean accuracy.
+
+        Returns:
+            ``n``, ``success_rate``, ``mean_norm``, ``median_norm``, ``mean_relative_norm``
+            (mean of ``||r|| / ||x||``, the rho_adv of DeepFool's paper), ``mean_linf``,
+            ``mean_iterations`` and, with ``y``, ``clean_accuracy``.
+        """
+        if x.shape != self.r.shape:
+            raise ValueError(
+                f"`x` must have the shape of the result, {tuple(self.r.shape)}; "
+                f"got {tuple(x.shape)}."
+            )
+        ok = self.converged
+        norms = self.norms[ok]
+        rel = norms / x.flatten(1).norm(dim=1)[ok]
+        nan = float("nan")
+        stats = {
+            "n": int(x.shape[0]),
+            "success_rate": float(ok.double().mean()),
+            "mean_norm": float(norms.mean()) if norms.numel() else nan,
+            "median_norm": float(norms.median()) if norms.numel() else nan,
+            "mean_relative_norm": float(rel.mean()) if norms.numel() else nan,
+            "mean_linf": float(self.r.flatten(1).abs().amax(1)[ok].mean())
+            if norms.numel()
+            else nan,
+            "mean_iterations": float(self.iterations.double().mean()),
+        }
+        if y is not None:
+            stats["clean_accuracy"] = float((self.label == y.to(self.label.device)).double().mean())
+        return stats
+
 
 def candidate_jacobian(
     call, x: Tensor, classes: Tensor, *, chunk_size: int | None = None
