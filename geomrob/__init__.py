@@ -7,7 +7,7 @@ Importing geomrob has no side effects. The public API is ``geomrob.__all__``; su
 
 __version__ = "0.1.0"
 
-from . import attacks, curvature, data, models  # noqa: E402
+from . import attacks, curvature, data, models, subspaces  # noqa: E402
 from .attacks import (  # noqa: E402
     DeepFoolResult,
     UAPResult,
@@ -30,6 +30,18 @@ from .curvature import (  # noqa: E402
     lanczos,
 )
 from .models import softplus_surrogate  # noqa: E402
+from .subspaces import (  # noqa: E402
+    CurvatureProfile,
+    CurvatureResult,
+    Subspace,
+    average_curvature,
+    curvature_profile,
+    curved_subspace,
+    normal_subspace,
+    principal_angles,
+    random_subspace,
+    sample_subspace,
+)
 
 __all__ = [
     "__version__",
@@ -58,4 +70,16 @@ __all__ = [
     "BoundaryHessian",
     "lanczos",
     "EigResult",
+    # subspaces
+    "subspaces",
+    "Subspace",
+    "curved_subspace",
+    "normal_subspace",
+    "random_subspace",
+    "sample_subspace",
+    "principal_angles",
+    "average_curvature",
+    "CurvatureResult",
+    "curvature_profile",
+    "CurvatureProfile",
 ]

@@ -417,11 +417,310 @@ def _run_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- curvature
+#: ``--mode`` choices; "auto" is exact for smooth models, surrogate for piecewise-linear ones.
+CURVATURE_MODES = ("auto", "exact", "finite_difference", "surrogate", "smoothed")
+
+
+def _add_curvature(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "curvature",
+        parents=[common],
+        help="curved subspace S_c (averaged boundary Hessian) and the curvature profile K_S",
+        description="Boundary points of --n training images, the top --m eigenpairs of their "
+        "averaged boundary Hessian (the curved subspace S_c of Moosavi-Dezfooli et al. 2018, "
+        "by Lanczos), then the average normal curvature K_S along the first m directions of "
+        "S_c at the boundary points of --n-eval unseen test images, against random subspaces "
+        "of the same dimension. results.json and figures go to the run directory; boundary "
+        "points, eigenpairs and the profile are cached by config and reused.",
+    )
+    g = p.add_argument_group("curvature")
+    g.add_argument("--n", type=int, default=100, help="training images for S_c (default 100)")
+    g.add_argument("--m", type=int, default=20, help="dimension of S_c (default 20)")
+    g.add_argument(
+        "--mode",
+        default="auto",
+        choices=CURVATURE_MODES,
+        help="Hessian-vector products: exact (smooth models), surrogate (ReLU -> "
+        "Softplus(--surrogate-beta)), smoothed (Gaussian-smoothed Hessian, scale --sigma), "
+        "finite_difference (step --h, d <= 4096); auto (default): exact for smooth models, "
+        "surrogate for piecewise-linear (ReLU / max-pool) ones, whose exact Hessian is zero",
+    )
+    g.add_argument(
+        "--surrogate-beta",
+        type=float,
+        default=10.0,
+        help="Softplus sharpness of the surrogate mode (default 10)",
+    )
+    g.add_argument("--h", type=float, default=None, help="finite-difference step (0.1 ||r||)")
+    g.add_argument("--sigma", type=float, default=None, help="smoothing scale (0.1 ||r||)")
+    g.add_argument("--n-samples", type=int, default=None, help="Stein samples per point (64)")
+    g.add_argument("--project", action="store_true", help="tangent projection P H P")
+    g.add_argument("--normalize", action="store_true", help="divide H by ||grad F||")
+    g.add_argument(
+        "--dtype",
+        default="float64",
+        choices=("float32", "float64"),
+        help="precision of the curvature computation (a float64 copy of the model by default)",
+    )
+    g.add_argument("--tol", type=float, default=1e-6, help="Lanczos relative residual tolerance")
+    g.add_argument("--n-eval", type=int, default=100, help="unseen test images for K_S")
+    g.add_argument("--n-dirs", type=int, default=32, help="random directions per subspace")
+    g.add_argument("--n-random", type=int, default=4, help="random subspaces per m (baseline)")
+    g.add_argument(
+        "--ms",
+        type=int,
+        nargs="*",
+        default=None,
+        help="subspace dimensions of the profile (default 1, 2, 3, 5, 10, 20, 50, ... up to m)",
+    )
+    g.add_argument("--overshoot", type=float, default=0.02, help="DeepFool overshoot")
+    g.add_argument("--max-iter", type=int, default=50, help="DeepFool iterations")
+    g.add_argument("--chunk", type=int, default=None, help="points per batched pass")
+    _add_model_options(p)
+    _add_train_options(p, TrainConfig())
+
+
+def _profile_ms(m: int, given: Sequence[int] | None) -> list[int]:
+    if given:
+        return sorted(set(given))
+    steps = [1, 2, 3, 5]
+    k = 10
+    while k <= m:
+        steps += [k, 2 * k, 5 * k]
+        k *= 10
+    return sorted({s for s in steps if s <= m} | {m})
+
+
+def _run_curvature(args: argparse.Namespace) -> int:
+    import copy
+    import warnings
+
+    from .curvature import BoundaryPoints, boundary_points
+    from .models import is_piecewise_linear
+    from .plotting import curvature_profile_figure, curvature_spectrum_figure, save_figure
+    from .subspaces import Subspace, curvature_profile, curved_subspace
+
+    t0 = time.perf_counter()
+    out = _out(args)
+    for name in ("n", "m", "n_eval", "n_dirs", "n_random"):
+        if getattr(args, name) < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}.")
+    model, model_key = _model(args)
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    model = copy.deepcopy(model).to(dtype).eval()
+    mode = args.mode
+    if mode == "auto":
+        mode = "surrogate" if is_piecewise_linear(model) else "exact"
+    kw: dict[str, Any] = {}
+    if mode == "surrogate":
+        kw["beta"] = args.surrogate_beta
+    for name in ("h", "sigma", "n_samples"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
+    train_set = _data.load(args.dataset, split="train", root=args.data_root, size=args.size)
+    test = _data.load(args.dataset, split="test", root=args.data_root, size=args.size)
+    device = torch.device(args.device)
+    n = min(args.n, len(train_set))
+    n_eval = min(args.n_eval, len(test))
+    m = args.m
+    x_fit = train_set.subset(n, seed=args.seed).x.to(device=device, dtype=dtype)
+    x_eval = test.x[:n_eval].to(device=device, dtype=dtype)
+    df_options = {"overshoot": args.overshoot, "max_iter": args.max_iter}
+
+    def points_config(split: str, count: int) -> dict[str, Any]:
+        return {
+            "model": model_key,
+            "data": [args.dataset, args.size, split, count, args.seed],
+            "dtype": args.dtype,
+            **df_options,
+        }
+
+    def points(split: str, x: torch.Tensor) -> BoundaryPoints:
+        def compute() -> dict:
+            bp = boundary_points(model, x, **df_options)
+            return {k: v.cpu() for k, v in vars(bp).items()}
+
+        cached = _cached(out, f"boundary-{split}", points_config(split, len(x)), compute)
+        return BoundaryPoints(**{k: v.to(device) for k, v in cached.items()})
+
+    fit_points = points("train", x_fit)
+    eigen_config = {
+        "points": points_config("train", n),
+        "mode": mode,
+        **kw,
+        "project": args.project,
+        "normalize": args.normalize,
+        "m": m,
+        "tol": args.tol,
+        "seed": args.seed,
+    }
+
+    def eigenpairs() -> dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # excluded points: reported below
+            s = curved_subspace(
+                model,
+                None,
+                m,
+                mode=mode,
+                points=fit_points,
+                project=args.project,
+                normalize=args.normalize,
+                chunk=args.chunk,
+                tol=args.tol,
+                generator=args.seed,
+                progress=not args.quiet,
+                **kw,
+            )
+        return {
+            "basis": s.basis.cpu(),
+            "values": s.values.cpu(),
+            "residuals": s.residuals.cpu(),
+            "excluded": s.excluded.cpu(),
+            "n_points": s.n_points,
+            "matvecs": s.matvecs,
+            "ritz_converged": s.info["ritz_converged"],
+        }
+
+    t_eig = time.perf_counter()
+    eig = _cached(out, "eigenpairs", eigen_config, eigenpairs)
+    t_eig = time.perf_counter() - t_eig
+    if len(eig["excluded"]):
+        log.warning(
+            "%d of %d training boundary points did not converge and were excluded from S_c",
+            len(eig["excluded"]),
+            n,
+        )
+    subspace = Subspace(
+        basis=eig["basis"].to(device),
+        values=eig["values"],
+        kind="curved",
+        residuals=eig["residuals"],
+        mode=mode,
+    )
+    ms = [k for k in _profile_ms(m, args.ms) if 1 <= k <= m]
+    if not ms:
+        raise CLIError(f"--ms: no dimension in [1, m = {m}]; got {args.ms}.")
+    eval_points = points("test", x_eval)
+    profile_config = {
+        "eigen": eigen_config,
+        "points": points_config("test", n_eval),
+        "ms": ms,
+        "n_dirs": args.n_dirs,
+        "n_random": args.n_random,
+    }
+
+    def profile() -> dict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # non-converged points: NaN, counted
+            prof = curvature_profile(
+                model,
+                eval_points,
+                subspace,
+                ms,
+                n_dirs=args.n_dirs,
+                mode=mode,
+                generator=args.seed,
+                chunk=args.chunk,
+                n_random=args.n_random,
+                **kw,
+            )
+        return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in vars(prof).items()}
+
+    t_prof = time.perf_counter()
+    prof = _cached(out, "profile", profile_config, profile)
+    t_prof = time.perf_counter() - t_prof
+    fig_dir = out / "figures"
+    title = f"{model_key} ({mode})"
+    figures = {
+        "spectrum": str(
+            save_figure(
+                curvature_spectrum_figure(eig["values"].tolist(), title=f"S_c spectrum, {title}"),
+                fig_dir / "curvature_spectrum.png",
+            )
+        ),
+        "profile": str(
+            save_figure(
+                curvature_profile_figure(
+                    ms,
+                    prof["mean"].tolist(),
+                    prof["std"].tolist(),
+                    prof["random_mean"].tolist(),
+                    prof["random_std"].tolist(),
+                    title=f"K_S on {int(prof['converged'].sum())} test points, {title}",
+                ),
+                fig_dir / "curvature_profile.png",
+            )
+        ),
+    }
+    results = {
+        "seed": args.seed,
+        "versions": versions(),
+        "model": model_key,
+        "mode": mode,
+        "options": {
+            **kw,
+            "project": args.project,
+            "normalize": args.normalize,
+            "dtype": args.dtype,
+            "tol": args.tol,
+            "n_dirs": args.n_dirs,
+            "n_random": args.n_random,
+        },
+        "train_points": {
+            "n": n,
+            "converged": eig["n_points"],
+            "excluded": eig["excluded"].tolist(),
+        },
+        "eigenvalues": eig["values"].tolist(),
+        "residuals": eig["residuals"].tolist(),
+        "ritz_converged": eig["ritz_converged"],
+        "matvecs": eig["matvecs"],
+        "profile": {
+            "curvature": "normalised by ||grad F(z)|| (mean, std); raw_* without",
+            "ms": ms,
+            "n_eval": n_eval,
+            "n_converged": int(prof["converged"].sum()),
+            **{
+                k: prof[k].tolist()
+                for k in (
+                    "mean",
+                    "std",
+                    "raw_mean",
+                    "raw_std",
+                    "random_mean",
+                    "random_std",
+                    "random_raw_mean",
+                    "random_raw_std",
+                )
+            },
+        },
+        "seconds": {
+            "eigenpairs": t_eig,
+            "profile": t_prof,
+            "total": time.perf_counter() - t0,
+        },
+        "figures": figures,
+    }
+    path = save_json(results, out / "results.json")
+    top = ", ".join(f"{v:.4g}" for v in eig["values"][:5].tolist())
+    print(
+        f"S_c ({mode}) from {eig['n_points']} of {n} training boundary points: top eigenvalues "
+        f"{top}{' ...' if m > 5 else ''} ({eig['matvecs']} products)"
+    )
+    for k, mu, rm in zip(ms, prof["mean"].tolist(), prof["random_mean"].tolist(), strict=True):
+        print(f"  K_S (normalised) m={k:<4d} S_c {mu:+.4g}   random {rm:+.4g}")
+    print(f"results in {path}; figures {figures['spectrum']}, {figures['profile']}")
+    return 0
+
+
 _SUBCOMMANDS = {
     "demo": (_add_demo, _run_demo),
     "train": (_add_train, _run_train),
     "fool": (_add_fool, _run_fool),
     "data": (_add_data, _run_data),
+    "curvature": (_add_curvature, _run_curvature),
 }
 
 

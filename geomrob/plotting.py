@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ._io import atomic_write
 
@@ -114,4 +115,76 @@ def uap_figure(
         show(fig.add_subplot(grid[1, 1 + i]), images[i] + perturbations[-1], "gray", 0, 1, "x + v")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def curvature_spectrum_figure(
+    values: Sequence[float],
+    *,
+    title: str = "",
+) -> Figure:
+    """The top eigenvalues of the averaged boundary operator (the spectrum of ``S_c``).
+
+    Args:
+        values: eigenvalues, descending (index 1 is the most curved direction).
+        title: figure title.
+    """
+    values = np.asarray(values, dtype=float)
+    fig = Figure(figsize=(5.0, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    idx = np.arange(1, len(values) + 1)
+    ax.bar(idx, values, color=np.where(values >= 0, "tab:red", "tab:blue"), width=0.8)
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="eigenvector index", ylabel="eigenvalue of the averaged Hessian")
+    ax.grid(alpha=0.3, axis="y")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def curvature_profile_figure(
+    ms: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    random_mean: Sequence[float] | None = None,
+    random_std: Sequence[float] | None = None,
+    *,
+    ylabel: str = "average normal curvature K_S",
+    title: str = "",
+) -> Figure:
+    """``K_S`` against the subspace dimension: the curved subspace vs random ones (001 Fig. 7a).
+
+    Args:
+        ms: subspace dimensions.
+        mean: mean of ``K_S`` over points, per dimension, along the first ``m`` directions of
+            the curved subspace.
+        std: its standard deviation over points (drawn as a band of +- one std).
+        random_mean: the same along random ``m``-dimensional subspaces (optional).
+        random_std: its standard deviation over points.
+        ylabel: y-axis label.
+        title: figure title.
+    """
+    ms = np.asarray(ms, dtype=float)
+    fig = Figure(figsize=(5.0, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    series = [("curved subspace S_c", mean, std, "tab:red", "o")]
+    if random_mean is not None:
+        series.append(("random subspaces", random_mean, random_std, "tab:gray", "s"))
+    for label, mu, sd, color, marker in series:
+        mu = np.asarray(mu, dtype=float)
+        ax.plot(ms, mu, marker=marker, ms=4, color=color, label=label)
+        if sd is not None:
+            sd = np.asarray(sd, dtype=float)
+            ax.fill_between(ms, mu - sd, mu + sd, color=color, alpha=0.2, lw=0)
+    ax.axhline(0.0, color="black", lw=0.6)
+    if len(ms) > 1 and ms.max() / max(ms.min(), 1) >= 20:
+        ax.set_xscale("log")
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="subspace dimension m", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
     return fig
