@@ -207,6 +207,7 @@ def _add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from .attacks import deepfool
     from .models.training import accuracy
     from .plotting import save_figure, training_figure
 
@@ -226,11 +227,20 @@ def _run_demo(args: argparse.Namespace) -> int:
         title=f"{args.arch} on {args.dataset}: test accuracy {result.test_accuracy:.3f}",
     )
     figures = {"training": str(save_figure(fig, fig_dir / "demo_training.png"))}
+    x_test = test.x.to(args.device)
+    df = deepfool(model, x_test)
+    stats = df.statistics(x_test, test.y)
+    print(
+        f"DeepFool on the {stats['n']} test images: success {stats['success_rate']:.3f}, "
+        f"median ||r|| {stats['median_norm']:.4f}, mean ||r||/||x|| "
+        f"{stats['mean_relative_norm']:.4f}"
+    )
     results = {
         "seed": args.seed,
         "versions": versions(),
         "train": result.to_dict(),
         "test_accuracy": accuracy(model, test.x, test.y),
+        "deepfool": stats,
         "figures": figures,
         "seconds": time.perf_counter() - t0,
     }
@@ -278,7 +288,7 @@ def _add_fool(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
 def _run_fool(args: argparse.Namespace) -> int:
     import math
 
-    from .attacks import deepfool, fooling_rate, universal_perturbation
+    from .attacks import DeepFoolResult, deepfool, fooling_rate, universal_perturbation
     from .plotting import save_figure, uap_figure
 
     out = _out(args)
@@ -299,20 +309,8 @@ def _run_fool(args: argparse.Namespace) -> int:
         res = deepfool(model, x, overshoot=args.overshoot, max_iter=args.max_iter)
         return {k: v.cpu() for k, v in vars(res).items()}
 
-    df = _cached(out, "deepfool", df_config, run_deepfool)
-    norms = df["r"].flatten(1).norm(dim=1)
-    xnorm = test.x[:n].flatten(1).norm(dim=1)
-    ok = df["converged"]
-    stats = {
-        "n": n,
-        "success_rate": float(ok.float().mean()),
-        "mean_norm": float(norms[ok].mean()),
-        "median_norm": float(norms[ok].median()),
-        "mean_relative_norm": float((norms / xnorm)[ok].mean()),
-        "mean_linf": float(df["r"].flatten(1).abs().amax(1)[ok].mean()),
-        "mean_iterations": float(df["iterations"].float().mean()),
-        "clean_accuracy": float((df["label"] == test.y[:n]).float().mean()),
-    }
+    df = DeepFoolResult(**_cached(out, "deepfool", df_config, run_deepfool))
+    stats = df.statistics(test.x[:n], test.y[:n])
     print(
         f"DeepFool on {n} test images: success {stats['success_rate']:.3f}, median ||r|| "
         f"{stats['median_norm']:.4f}, mean ||r||/||x|| {stats['mean_relative_norm']:.4f}, "

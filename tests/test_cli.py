@@ -36,6 +36,7 @@ def test_demo_smoke(tmp_path, capsys):
     assert results["test_accuracy"] > 0.5
     assert (out / "figures" / "demo_training.png").stat().st_size > 1000
     assert results["train"]["cached"] is False
+    assert results["deepfool"]["success_rate"] == 1.0 and results["deepfool"]["n"] == 450
     # second run reuses the cached model
     assert main(args) == 0
     assert json.loads((out / "results.json").read_text())["train"]["cached"] is True
