@@ -26,13 +26,6 @@ from geomrob.models import TrainConfig, train  # noqa: E402
 
 log = logging.getLogger("analyses")
 
-# Training recipes per dataset: enough for the accuracies the README reports.
-RECIPES = {
-    "digits": {"epochs": 50, "lr": 3e-3, "batch_size": 64},
-    "mnist": {"epochs": 5, "lr": 1e-3, "batch_size": 128},
-    "fashion-mnist": {"epochs": 5, "lr": 1e-3, "batch_size": 128},
-    "cifar10": {"epochs": 30, "lr": 1e-3, "batch_size": 128},
-}
 QUICK = {"epochs": 2, "train_size": 500}
 
 
@@ -64,11 +57,11 @@ def setup(args: argparse.Namespace) -> None:
 
 def model(args: argparse.Namespace, arch: str, **changes: Any) -> torch.nn.Module:
     """A trained zoo model for ``args.dataset`` (cached in ``args.run_dir``)."""
-    recipe = dict(RECIPES[args.dataset])
-    if args.quick:
-        recipe.update(QUICK)
+    recipe = dict(QUICK) if args.quick else {}
     recipe.update(changes)
-    config = TrainConfig(arch=arch, dataset=args.dataset, size=args.size, seed=args.seed, **recipe)
+    config = TrainConfig.for_dataset(
+        args.dataset, arch=arch, size=args.size, seed=args.seed, **recipe
+    )
     res = train(
         config,
         run_dir=args.run_dir,

@@ -75,29 +75,32 @@ def _add_train_options(p: argparse.ArgumentParser, defaults: TrainConfig) -> Non
     )
     g.add_argument("--beta", type=float, default=defaults.beta, help="softplus sharpness")
     g.add_argument("--optimizer", default=defaults.optimizer, choices=("adam", "sgd"))
-    g.add_argument("--lr", type=float, default=defaults.lr)
+    g.add_argument("--lr", type=float, default=None, help="default: the dataset's recipe")
     g.add_argument("--momentum", type=float, default=defaults.momentum)
     g.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    g.add_argument("--epochs", type=int, default=defaults.epochs)
-    g.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    g.add_argument("--epochs", type=int, default=None, help="default: the dataset's recipe")
+    g.add_argument("--batch-size", type=int, default=None, help="default: the dataset's recipe")
     g.add_argument("--train-size", type=int, default=defaults.train_size)
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
+    """The training config of the options; unset epochs, lr and batch size follow the
+    dataset's recipe (:data:`geomrob.models.training.RECIPES`)."""
+    recipe = {
+        k: getattr(args, k) for k in ("epochs", "lr", "batch_size") if getattr(args, k) is not None
+    }
+    return TrainConfig.for_dataset(
+        args.dataset,
         arch=args.arch,
-        dataset=args.dataset,
         size=args.size,
         activation=args.activation,
         beta=args.beta,
         optimizer=args.optimizer,
-        lr=args.lr,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
         seed=args.seed,
         train_size=args.train_size,
+        **recipe,
     )
 
 
@@ -176,7 +179,7 @@ def _add_train(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         description="Train a zoo model. The result is cached under OUT/models/ by a hash of the "
         "config; an interrupted run resumes after its last finished epoch.",
     )
-    _add_train_options(p, TrainConfig(dataset="mnist", epochs=5, batch_size=128, lr=1e-3))
+    _add_train_options(p, TrainConfig(dataset="mnist"))
 
 
 def _run_train(args: argparse.Namespace) -> int:
