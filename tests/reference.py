@@ -129,3 +129,18 @@ def assert_close(actual: Tensor, expected: Tensor, *, rtol: float, atol: float =
             f"max |error| {worst:.3g} > {bound:.3g} (rtol {rtol:g} x max|expected| {scale:.3g} "
             f"+ atol {atol:g}); worst entries:\n" + "\n".join(rows)
         )
+
+
+class Quadratic(nn.Module):
+    """Two logits, ``f_0 = 0`` and ``f_1 = w.x - c + x^T A x / 2``: F = f_1 - f_0 has Hessian A."""
+
+    def __init__(self, w: torch.Tensor, c: float, A: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+        self.A = nn.Parameter(A.clone())
+        self.c = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        f1 = x @ self.w - self.c + 0.5 * ((x @ self.A) * x).sum(1)
+        return torch.stack([torch.zeros_like(f1), f1], dim=1)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from reference import assert_close, dense_operator, principal_cosines, top_eigh
+from reference import Quadratic, assert_close, dense_operator, principal_cosines, top_eigh
 from torch import nn
 
 from geomrob.curvature import BoundaryPoints, boundary_points
@@ -32,21 +32,6 @@ from geomrob.subspaces import (
 
 DT = torch.float64
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
-
-
-class Quadratic(nn.Module):
-    """Two logits, ``f_0 = 0`` and ``f_1 = w.x - c + x^T A x / 2``: F = f_1 - f_0 has Hessian A."""
-
-    def __init__(self, w: torch.Tensor, c: float, A: torch.Tensor) -> None:
-        super().__init__()
-        self.w = nn.Parameter(w.clone())
-        self.A = nn.Parameter(A.clone())
-        self.c = c
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)
-        f1 = x @ self.w - self.c + 0.5 * ((x @ self.A) * x).sum(1)
-        return torch.stack([torch.zeros_like(f1), f1], dim=1)
 
 
 def separated_symmetric(d: int, seed: int) -> torch.Tensor:
