@@ -9,7 +9,6 @@ On CPU, the same config gives bitwise the same weights, interrupted or not.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import data as _data
-from .._io import config_hash, load_json, save_json, save_torch
+from .._io import config_hash, save_json, save_torch
 from .._model import eval_mode, model_device
 from .._validation import check_choice, check_int, check_positive, check_real
 from ..results import Result
@@ -338,13 +337,3 @@ def _cosine(total_steps: int) -> Callable[[int], float]:
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
     return factor
-
-
-def load_history(folder: str | Path) -> list[dict[str, float]]:
-    """The per-epoch history stored beside a cached model."""
-    return load_json(Path(folder) / "history.json")["history"]
-
-
-def with_changes(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """A copy of ``config`` with some fields replaced (validated again)."""
-    return dataclasses.replace(config, **changes)
