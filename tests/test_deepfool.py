@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import scipy.optimize
 import torch
 from torch import nn
 
@@ -151,6 +153,75 @@ def test_box_bounds_respected():
     unbounded = deepfool(model, x, max_iter=100)
     if (unbounded.x_adv < 0).any() or (unbounded.x_adv > 1).any():
         assert not torch.equal(res.r, unbounded.r)
+
+
+def _box_qp(w: np.ndarray, target: float, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """min ||s|| s.t. w.s >= target, lo <= x + s <= hi, by scipy's SLSQP (the reference)."""
+    res = scipy.optimize.minimize(
+        lambda s: 0.5 * s @ s,
+        np.zeros_like(x),
+        jac=lambda s: s,
+        bounds=list(zip(lo - x, hi - x, strict=True)),
+        constraints=[{"type": "ineq", "fun": lambda s: w @ s - target, "jac": lambda s: w}],
+        method="SLSQP",
+        options={"ftol": 1e-15, "maxiter": 500},
+    )
+    assert res.success, res.message
+    return res.x
+
+
+def test_box_linear_step_solves_the_box_constrained_qp():
+    # Each candidate's step is the exact minimiser of ||s|| on the box (reference: SLSQP to
+    # ~1e-8; the closed form is exact up to rounding), and the candidate with the smallest
+    # norm wins. Half the pixels start on a bound, as on MNIST.
+    from geomrob.attacks.deepfool import box_linear_step
+
+    g = torch.Generator().manual_seed(3)
+    b, c, d = 6, 4, 12
+    x = torch.rand(b, d, generator=g, dtype=DT)
+    x[:, ::2] = (x[:, ::2] > 0.5).to(DT)
+    w = torch.randn(b, c, d, generator=g, dtype=DT)
+    margin = -0.3 * torch.rand(b, c, generator=g, dtype=DT)
+    steps = box_linear_step(margin, w, x, (0.0, 1.0))
+    assert (x + steps).min() >= 0 and (x + steps).max() <= 1
+    for i in range(b):
+        refs = []
+        for j in range(c):
+            wj, xi = w[i, j].numpy(), x[i].numpy()
+            target = abs(float(margin[i, j])) + 1e-4
+            reach = np.where(wj > 0, wj * (1 - xi), wj * (0 - xi)).sum()
+            if reach >= target:
+                refs.append(_box_qp(wj, target, xi, 0.0, 1.0))
+        best = min(refs, key=np.linalg.norm)
+        np.testing.assert_allclose(steps[i].numpy(), best, atol=1e-6)
+
+
+def test_exact_box_step_is_exact_on_a_linear_classifier():
+    # For a linear classifier the linearisation is the classifier: one exact box step lands on
+    # the nearest boundary point inside the box (overshoot 0), where the clipped iteration
+    # needs several steps.
+    lin = linear(10, 3, seed=4)
+    x = torch.rand(16, 10, generator=torch.Generator().manual_seed(5), dtype=DT)
+    exact = deepfool(lin, x, bounds=(0.0, 1.0), box_step="exact", overshoot=0.0, max_iter=100)
+    clip = deepfool(lin, x, bounds=(0.0, 1.0), overshoot=0.0, max_iter=100)
+    ok = exact.converged & clip.converged
+    assert ok.sum() >= 8
+    assert exact.x_adv.min() >= 0 and exact.x_adv.max() <= 1
+    assert (exact.iterations[ok] == 1).all()
+    assert (clip.iterations[ok] > 1).any()
+    f = lin(x)
+    k = f.argmax(1)
+    W = lin.weight.detach()
+    for i in ok.nonzero().flatten().tolist():
+        dists = []
+        for j in range(3):
+            if j == k[i]:
+                continue
+            wj = (W[j] - W[k[i]]).numpy()
+            target = float(f[i, k[i]] - f[i, j]) + 1e-4
+            if np.where(wj > 0, wj * (1 - x[i].numpy()), -wj * x[i].numpy()).sum() >= target:
+                dists.append(np.linalg.norm(_box_qp(wj, target, x[i].numpy(), 0.0, 1.0)))
+        assert float(exact.norms[i]) == pytest.approx(min(dists), rel=1e-6)
 
 
 def test_non_convergence_is_reported_not_dropped():

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .._model import check_inputs, eval_mode, functional
-from .._validation import check_bounds, check_int, check_real
+from .._validation import check_bounds, check_choice, check_int, check_real
 from ..results import Result
 
 
@@ -126,6 +126,7 @@ def deepfool(
     max_iter: int = 50,
     num_candidates: int = 10,
     bounds: tuple[float, float] | None = None,
+    box_step: str = "clip",
     batch_size: int | None = None,
 ) -> DeepFoolResult:
     r"""Multi-class l2 DeepFool, batched over images.
@@ -146,8 +147,14 @@ def deepfool(
         overshoot: the total perturbation is scaled by ``1 + overshoot``.
         max_iter: iteration budget per image.
         num_candidates: number of top classes considered (``k_0`` included), at most ``L``.
-        bounds: optional box ``(lo, hi)``: each iterate is projected onto it (``x`` must lie
-            inside). Without it nothing is clipped.
+        bounds: optional box ``(lo, hi)`` for the iterates (``x`` must lie inside). Without it
+            nothing is clipped.
+        box_step: how a box shapes the steps. ``"clip"`` (DeepFool of the paper, and what
+            torchattacks, foolbox and ART do): the unconstrained step, each iterate projected
+            onto the box. ``"exact"``: the minimal-norm step to the linearised boundary inside
+            the box (:func:`box_linear_step`); on MNIST LeNet it needs 1.4 iterations on average
+            instead of 7.9, but ends 14% farther (median ``||r||``) because its long first step
+            trusts the linearisation more (see benchmarks/README.md). Ignored without a box.
         batch_size: images per Jacobian call (``None``: all at once).
 
     Returns:
@@ -169,6 +176,7 @@ def deepfool(
     overshoot = check_real(overshoot, "overshoot", low=0.0)
     max_iter = check_int(max_iter, "max_iter", low=1)
     num_candidates = check_int(num_candidates, "num_candidates", low=2)
+    box_step = check_choice(box_step, "box_step", ("clip", "exact"))
     if batch_size is not None:
         batch_size = check_int(batch_size, "batch_size", low=1)
     with eval_mode(model):
@@ -193,14 +201,10 @@ def deepfool(
             xa, ca = x_adv[active], candidates[active]
             # g (a, k-1) is negative while k0 is on top; w (a, k-1, d) its gradients.
             g, w = _differences_in_chunks(call, xa, ca, batch_size)
-            w_norm = w.norm(dim=2)
-            ratio = g.abs() / w_norm.clamp_min(torch.finfo(w.dtype).tiny)
-            ratio = torch.where(w_norm > 0, ratio, torch.full_like(ratio, math.inf))
-            best = ratio.argmin(dim=1)
-            w_l = w[torch.arange(len(active)), best]
-            g_l = g[torch.arange(len(active)), best]
-            wl_norm2 = w_l.pow(2).sum(1).clamp_min(torch.finfo(w.dtype).tiny)
-            step = ((g_l.abs() + 1e-4) / wl_norm2).unsqueeze(1) * w_l
+            if box is None or box_step == "clip":
+                step = _linear_step(g, w)
+            else:
+                step = box_linear_step(g, w, xa.flatten(1), box)
             r_tot[active] += step.view(-1, *shape)
             new = x[active] + (1.0 + overshoot) * r_tot[active]
             if box is not None:
@@ -226,6 +230,91 @@ def deepfool(
         iterations=iterations,
         converged=converged,
     )
+
+
+_SLACK = 1e-4  # DeepFool's step reaches the linearised boundary plus this margin
+
+
+def _linear_step(g: Tensor, w: Tensor) -> Tensor:
+    """DeepFool's step: to the nearest linearised boundary, ``(|g_l| + 1e-4) w_l / ||w_l||^2``."""
+    tiny = torch.finfo(w.dtype).tiny
+    w_norm = w.norm(dim=2)
+    ratio = g.abs() / w_norm.clamp_min(tiny)
+    ratio = torch.where(w_norm > 0, ratio, torch.full_like(ratio, math.inf))
+    rows = torch.arange(len(g), device=g.device)
+    best = ratio.argmin(dim=1)
+    w_l, g_l = w[rows, best], g[rows, best]
+    return ((g_l.abs() + _SLACK) / w_l.pow(2).sum(1).clamp_min(tiny)).unsqueeze(1) * w_l
+
+
+def box_linear_step(g: Tensor, w: Tensor, x: Tensor, box: tuple[float, float]) -> Tensor:
+    r"""DeepFool's step inside a box: the minimal-norm step to the nearest linearised boundary.
+
+    For each candidate ``c`` it solves exactly
+    :math:`\min \|s\|_2` subject to :math:`w_c \cdot s \ge |g_c| + 10^{-4}` and
+    :math:`lo \le x + s \le hi`, whose KKT solution is
+    :math:`s(\lambda) = \mathrm{clip}(\lambda w_c, lo - x, hi - x)` with the
+    :math:`\lambda \ge 0` at which the constraint is tight: :math:`w_c \cdot s(\lambda)` is
+    nondecreasing and piecewise linear in :math:`\lambda`, with a breakpoint where each
+    coordinate reaches its bound, so sorting the breakpoints and taking cumulative sums gives
+    :math:`\lambda` in :math:`O(d \log d)`. The candidate with the smallest :math:`\|s_c\|`
+    is taken. Without a box this is DeepFool's step; with it, the step never spends its length on
+    coordinates that the box blocks, which is what clipping the unconstrained step does (and
+    why the clipped iteration needs several times as many steps on images with saturated
+    pixels, e.g. MNIST).
+
+    When no candidate's boundary is reachable inside the box (by the linearisation), the
+    step of the candidate that gets closest is the corner ``clip(inf * w_c)``: the most the box
+    allows towards it.
+
+    Args:
+        g: ``(B, C)`` margins ``f_c - f_k0`` (negative while ``k0`` is on top).
+        w: ``(B, C, d)`` their gradients.
+        x: ``(B, d)`` the current iterates, inside the box.
+        box: ``(lo, hi)``.
+
+    Returns:
+        ``(B, d)`` steps ``s`` with ``lo <= x + s <= hi``.
+    """
+    lo, hi = box
+    target = g.abs() + _SLACK  # (B, C)
+    room_lo = (lo - x).clamp_max(0.0).unsqueeze(1)  # (B, 1, d), <= 0
+    room_hi = (hi - x).clamp_min(0.0).unsqueeze(1)  # >= 0
+    # The bound each coordinate runs into as lambda grows, and when (lambda = bound / w).
+    bound = torch.where(w > 0, room_hi, room_lo).expand_as(w)
+    moving = w != 0
+    t = torch.where(moving, bound / torch.where(moving, w, torch.ones_like(w)), math.inf)
+    t, order = t.sort(dim=2)
+    ws = w.gather(2, order)
+    bs = bound.gather(2, order)
+    wb = ws * bs
+    w2 = ws * ws
+    # After the p-th breakpoint: the clipped coordinates contribute reached[p] to w.s, the
+    # others slope[p] * lambda; reached/slope before the first breakpoint are 0 / ||w||^2.
+    reached = wb.cumsum(2)
+    slope = (w2.sum(2, keepdim=True) - w2.cumsum(2)).clamp_min(0.0)
+    finite = torch.isfinite(t)
+    at_break = reached + torch.where(finite, t * slope, torch.zeros_like(t))
+    # The first breakpoint at which w.s already reaches the target: lambda lies before it.
+    hit = (at_break >= target.unsqueeze(2)) & finite
+    feasible = hit.any(dim=2)
+    p = torch.where(
+        feasible, hit.to(torch.int8).argmax(dim=2), torch.zeros_like(target, dtype=torch.long)
+    )
+    prev = (p - 1).clamp_min(0).unsqueeze(2)
+    reached_prev = torch.where(p > 0, reached.gather(2, prev).squeeze(2), torch.zeros_like(target))
+    slope_prev = torch.where(p > 0, slope.gather(2, prev).squeeze(2), w2.sum(2))
+    lam = (target - reached_prev) / slope_prev.clamp_min(torch.finfo(w.dtype).tiny)
+    lam = torch.where(feasible, lam, torch.full_like(lam, math.inf))
+    steps = torch.minimum(torch.maximum(lam.unsqueeze(2) * w, room_lo), room_hi)
+    steps = torch.where(moving, steps, torch.zeros_like(steps))  # inf * 0
+    norms = steps.norm(dim=2)
+    # Feasible candidates compete on ||s||; if none is, the one whose corner gets closest.
+    best_reach = (reached[..., -1] - target) / w.norm(dim=2).clamp_min(torch.finfo(w.dtype).tiny)
+    score = torch.where(feasible, norms, math.inf)
+    rows = torch.arange(len(g), device=g.device)
+    best = torch.where(feasible.any(dim=1), score.argmin(dim=1), best_reach.argmax(dim=1))
+    return steps[rows, best]
 
 
 def _differences_in_chunks(call, x: Tensor, classes: Tensor, batch_size: int | None):
