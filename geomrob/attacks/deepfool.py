@@ -182,53 +182,79 @@ def deepfool(
     with eval_mode(model):
         logits0 = check_inputs(model, x)
         box = check_bounds(bounds, x)
-        call = functional(model)
-        n, num_classes = logits0.shape
-        k = min(num_candidates, num_classes)
-        candidates = logits0.topk(k, dim=1).indices  # (n, k); column 0 is k0
-        label = candidates[:, 0].clone()
-        shape = x.shape[1:]
-        r_tot = torch.zeros_like(x)
-        x_adv = x.detach().clone()
-        iterations = torch.zeros(n, dtype=torch.long, device=x.device)
-        active = torch.arange(n, device=x.device)
-        # The label at the current iterate; the loop runs only on images that still have k0.
-        current = label.clone()
-        for _ in range(max_iter):
-            active = active[current[active] == label[active]]
-            if active.numel() == 0:
-                break
-            xa, ca = x_adv[active], candidates[active]
-            # g (a, k-1) is negative while k0 is on top; w (a, k-1, d) its gradients.
-            g, w = _differences_in_chunks(call, xa, ca, batch_size)
-            if box is None or box_step == "clip":
-                step = _linear_step(g, w)
-            else:
-                step = box_linear_step(g, w, xa.flatten(1), box)
-            r_tot[active] += step.view(-1, *shape)
-            new = x[active] + (1.0 + overshoot) * r_tot[active]
-            if box is not None:
-                new = new.clamp(box[0], box[1])
-            x_adv[active] = new
-            iterations[active] += 1
-            with torch.no_grad():
-                current[active] = call(new).argmax(1)
-        r = x_adv - x
-        converged = current != label
-    not_conv = int((~converged).sum())
+        res = _deepfool(
+            functional(model),
+            x,
+            logits0,
+            overshoot=overshoot,
+            max_iter=max_iter,
+            num_candidates=num_candidates,
+            box=box,
+            box_step=box_step,
+            batch_size=batch_size,
+        )
+    not_conv = int((~res.converged).sum())
     if not_conv:
         warnings.warn(
-            f"DeepFool did not change the label of {not_conv} of {n} inputs within "
+            f"DeepFool did not change the label of {not_conv} of {len(x)} inputs within "
             f"max_iter={max_iter}; they are marked converged=False.",
             stacklevel=2,
         )
+    return res
+
+
+def _deepfool(
+    call,
+    x: Tensor,
+    logits0: Tensor,
+    *,
+    overshoot: float,
+    max_iter: int,
+    num_candidates: int,
+    box: tuple[float, float] | None,
+    box_step: str,
+    batch_size: int | None,
+) -> DeepFoolResult:
+    """The iteration of :func:`deepfool` on checked arguments (``call`` a functional model in
+    eval mode, ``logits0 = call(x)``); callers that attack many images one at a time (the UAP
+    algorithm) skip the checks and the extra forward pass of the public function."""
+    n, num_classes = logits0.shape
+    k = min(num_candidates, num_classes)
+    candidates = logits0.topk(k, dim=1).indices  # (n, k); column 0 is k0
+    label = candidates[:, 0].clone()
+    shape = x.shape[1:]
+    r_tot = torch.zeros_like(x)
+    x_adv = x.detach().clone()
+    iterations = torch.zeros(n, dtype=torch.long, device=x.device)
+    active = torch.arange(n, device=x.device)
+    # The label at the current iterate; the loop runs only on images that still have k0.
+    current = label.clone()
+    for _ in range(max_iter):
+        active = active[current[active] == label[active]]
+        if active.numel() == 0:
+            break
+        xa, ca = x_adv[active], candidates[active]
+        # g (a, k-1) is negative while k0 is on top; w (a, k-1, d) its gradients.
+        g, w = _differences_in_chunks(call, xa, ca, batch_size)
+        if box is None or box_step == "clip":
+            step = _linear_step(g, w)
+        else:
+            step = box_linear_step(g, w, xa.flatten(1), box)
+        r_tot[active] += step.view(-1, *shape)
+        new = x[active] + (1.0 + overshoot) * r_tot[active]
+        if box is not None:
+            new = new.clamp(box[0], box[1])
+        x_adv[active] = new
+        iterations[active] += 1
+        with torch.no_grad():
+            current[active] = call(new).argmax(1)
     return DeepFoolResult(
-        r=r.detach(),
+        r=(x_adv - x).detach(),
         x_adv=x_adv.detach(),
         label=label,
         adv_label=current,
         iterations=iterations,
-        converged=converged,
+        converged=current != label,
     )
 
 

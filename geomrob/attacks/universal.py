@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .._io import config_hash, save_torch
-from .._model import check_inputs, eval_mode
+from .._model import check_inputs, eval_mode, functional
 from .._random import as_generator
 from .._validation import (
     check_batch,
@@ -37,7 +37,7 @@ from .._validation import (
     check_tensor,
 )
 from ..results import Result
-from .deepfool import deepfool
+from .deepfool import _deepfool
 
 __all__ = [
     "NoiseCurve",
@@ -574,7 +574,9 @@ def universal_perturbation(
                         "overshoot": overshoot,
                         "max_iter": max_iter,
                         "num_candidates": num_candidates,
-                        "bounds": box,
+                        "box": box,
+                        "box_step": "clip",
+                        "batch_size": None,
                     },
                     cap=chunk,
                     bar=bar,
@@ -650,20 +652,20 @@ def _uap_pass(
     n = len(order)
     pos, look = 0, 1
     n_up = n_fail = 0
+    call = functional(model)  # checked once by the caller; no per-image validation pass
     while pos < n:
         idx = torch.tensor(order[pos : pos + look], device=x.device)
         with torch.no_grad():
             xs = _clip(x[idx] + v, box)
-            same = (model(xs).argmax(1) == labels[idx]).tolist()
+            logits = call(xs)
+            same = (logits.argmax(1) == labels[idx]).tolist()
         consumed = len(same)
         changed = False
         for j, unfooled in enumerate(same):
             if not unfooled:
                 continue
-            with warnings.catch_warnings():
-                # Per-image non-convergence is counted in `deepfool_failures` instead.
-                warnings.simplefilter("ignore")
-                res = deepfool(model, xs[j : j + 1], **deepfool_kw)
+            # Per-image non-convergence is counted in `deepfool_failures`.
+            res = _deepfool(call, xs[j : j + 1], logits[j : j + 1], **deepfool_kw)
             if bool(res.converged[0]):
                 v = _project(v + res.r[0], xi, p)
                 n_up += 1
