@@ -7,7 +7,7 @@ Importing geomrob has no side effects. The public API is ``geomrob.__all__``; su
 
 __version__ = "0.1.0"
 
-from . import attacks, curvature, data, models, subspaces  # noqa: E402
+from . import attacks, curvature, data, interpret, models, sections, subspaces, theory  # noqa: E402
 from .attacks import (  # noqa: E402
     DeepFoolResult,
     UAPResult,
@@ -30,6 +30,7 @@ from .curvature import (  # noqa: E402
     lanczos,
 )
 from .models import softplus_surrogate  # noqa: E402
+from .sections import CrossSection, cross_section, normal_section  # noqa: E402
 from .subspaces import (  # noqa: E402
     CurvatureProfile,
     CurvatureResult,
@@ -70,6 +71,8 @@ __all__ = [
     "BoundaryHessian",
     "lanczos",
     "EigResult",
+    # attributions
+    "interpret",
     # subspaces
     "subspaces",
     "Subspace",
@@ -82,4 +85,10 @@ __all__ = [
     "CurvatureResult",
     "curvature_profile",
     "CurvatureProfile",
+    # cross-sections and the theory of 001
+    "sections",
+    "cross_section",
+    "normal_section",
+    "CrossSection",
+    "theory",
 ]

@@ -188,3 +188,148 @@ def curvature_profile_figure(
     if title:
         ax.set_title(title, fontsize=9)
     return fig
+
+
+def _class_colors(present: np.ndarray) -> list:
+    """One colour per class id: tab10 / tab20 by id (stable across figures), else turbo by rank."""
+    from matplotlib import colormaps
+
+    top = int(present.max()) if present.size else 0
+    if top < 10:
+        return [colormaps["tab10"](int(k)) for k in present]
+    if top < 20:
+        return [colormaps["tab20"](int(k)) for k in present]
+    turbo = colormaps["turbo"]
+    return [turbo(i / max(len(present) - 1, 1)) for i in range(len(present))]
+
+
+def cross_section_figure(
+    sections,
+    *,
+    titles: Sequence[str] | None = None,
+    ncols: int | None = None,
+    class_names: Sequence[str] | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    aspect: str | float = "equal",
+    panel_size: float = 3.0,
+    title: str = "",
+) -> Figure:
+    """Decision regions on 2-d cross-sections, side by side (001, Fig. 5, 6 and 13).
+
+    Each panel shows one :class:`~geomrob.sections.CrossSection`: the regions coloured by label
+    (the same colour for a class in every panel, listed in one legend), the boundary of the
+    origin's region as a black curve (the contour of the margin at 0), the input ``x`` at the
+    origin (white dot) and, for a normal section, the boundary point ``z = x + r(x)`` at
+    ``(||r(x)||, 0)`` (black cross). The horizontal axis is the ``a`` coordinate along ``u``
+    (``r(x) / ||r(x)||`` for a normal section), the vertical one ``b`` along ``v``: a universal
+    perturbation or a direction of ``S_c`` shows the boundary bending towards ``x``, a random
+    direction a flat one (001, Fig. 5 top vs bottom).
+
+    Args:
+        sections: a :class:`~geomrob.sections.CrossSection` or a non-empty sequence of them.
+        titles: one title per panel (e.g. ``"v = UAP"``, ``"v in S_c"``, ``"v random"``).
+        ncols: panels per row (default: all in one row).
+        class_names: names of the classes, indexed by label (default ``"class k"``).
+        xlabel: label of the ``a`` axes (default ``"along r(x)/||r(x)||"`` for normal sections,
+            else ``"along u"``).
+        ylabel: label of the ``b`` axes (default ``"along v"``).
+        aspect: the axes' aspect (``"equal"``: distances in input space are drawn to scale).
+        panel_size: width and height of a panel in inches.
+        title: figure title.
+
+    Returns:
+        A :class:`matplotlib.figure.Figure` (no pyplot state); save it with :func:`save_figure`.
+
+    Raises:
+        TypeError: if an entry is not a CrossSection.
+        ValueError: for no section, ``titles`` of another length or ``ncols < 1``.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    from .sections import CrossSection
+
+    if isinstance(sections, CrossSection):
+        sections = [sections]
+    sections = list(sections)
+    if not sections:
+        raise ValueError("`sections` is empty; give at least one CrossSection.")
+    for i, s in enumerate(sections):
+        if not isinstance(s, CrossSection):
+            raise TypeError(
+                f"`sections[{i}]` must be a CrossSection (geomrob.cross_section); got "
+                f"{type(s).__name__}."
+            )
+    if titles is not None and len(titles) != len(sections):
+        raise ValueError(
+            f"`titles` must give one title per section ({len(sections)}); got {len(titles)}."
+        )
+    ncols = len(sections) if ncols is None else int(ncols)
+    if ncols < 1:
+        raise ValueError(f"`ncols` must be >= 1; got {ncols}.")
+    nrows = -(-len(sections) // ncols)
+    ncols = min(ncols, len(sections))
+
+    grids = [
+        (
+            s.a.detach().cpu().double().numpy(),
+            s.b.detach().cpu().double().numpy(),
+            s.labels.detach().cpu().numpy(),
+            s.margin.detach().cpu().double().numpy(),
+        )
+        for s in sections
+    ]
+    present = np.unique(np.concatenate([g[2].ravel() for g in grids]))
+    colors = _class_colors(present)
+    cmap = ListedColormap(colors)
+
+    def name(k: int) -> str:
+        if class_names is not None and 0 <= k < len(class_names):
+            return str(class_names[k])
+        return f"class {k}"
+
+    fig = Figure(figsize=(panel_size * ncols + 1.6, panel_size * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.ravel()[len(sections) :]:
+        ax.set_axis_off()
+    for i, (s, (a, b, labels, margin)) in enumerate(zip(sections, grids, strict=True)):
+        ax = axes.ravel()[i]
+        da, db = (a[1] - a[0]) / 2, (b[1] - b[0]) / 2
+        ax.imshow(
+            np.searchsorted(present, labels).T,
+            origin="lower",
+            extent=(a[0] - da, a[-1] + da, b[0] - db, b[-1] + db),
+            cmap=cmap,
+            vmin=-0.5,
+            vmax=len(present) - 0.5,
+            interpolation="nearest",
+            aspect=aspect,
+            alpha=0.85,
+        )
+        if margin.min() < 0 < margin.max():
+            ax.contour(a, b, margin.T, levels=[0.0], colors="black", linewidths=1.4)
+        ax.plot(0.0, 0.0, "o", ms=6, mfc="white", mec="black", zorder=3)
+        if s.distance is not None:
+            ax.plot(s.distance, 0.0, "x", ms=7, mew=1.8, color="black", zorder=3)
+        normal = s.distance is not None
+        ax.set_xlabel(xlabel or ("along r(x)/||r(x)||" if normal else "along u"), fontsize=8)
+        ax.set_ylabel(ylabel or "along v", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9)
+    handles = [
+        Patch(facecolor=c, alpha=0.85, label=name(int(k)))
+        for k, c in zip(present, colors, strict=True)
+    ]
+    handles.append(Line2D([], [], color="black", lw=1.4, label="boundary of k(x)"))
+    handles.append(Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="x (origin)"))
+    if any(s.distance is not None for s in sections):
+        handles.append(
+            Line2D([], [], ls="", marker="x", mew=1.8, color="black", label="z = x + r(x)")
+        )
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig
