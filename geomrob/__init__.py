@@ -29,19 +29,42 @@ from .curvature import (  # noqa: E402
     hvp,
     lanczos,
 )
+from .lipschitz import (  # noqa: E402
+    EmpiricalLipschitz,
+    LipschitzReport,
+    LipschitzRow,
+    empirical_lipschitz,
+    lipschitz_bounds,
+)
 from .models import softplus_surrogate  # noqa: E402
 from .sections import CrossSection, cross_section, normal_section  # noqa: E402
+from .softmax import (  # noqa: E402
+    DirectionInvariance,
+    FeatureCollision,
+    ParallelPairs,
+    SoftmaxNullSpace,
+    SplitModel,
+    direction_invariance,
+    feature_collision,
+    parallel_pairs,
+    softmax_null_space,
+    split_last_linear,
+)
 from .subspaces import (  # noqa: E402
     CurvatureProfile,
     CurvatureResult,
+    Diversity,
     Subspace,
+    SubspaceFooling,
     average_curvature,
     curvature_profile,
     curved_subspace,
+    diversity,
     normal_subspace,
     principal_angles,
     random_subspace,
     sample_subspace,
+    subspace_fooling,
 )
 
 __all__ = [
@@ -85,6 +108,27 @@ __all__ = [
     "CurvatureResult",
     "curvature_profile",
     "CurvatureProfile",
+    "subspace_fooling",
+    "SubspaceFooling",
+    "diversity",
+    "Diversity",
+    # softmax null spaces (003)
+    "softmax_null_space",
+    "SoftmaxNullSpace",
+    "direction_invariance",
+    "DirectionInvariance",
+    "parallel_pairs",
+    "ParallelPairs",
+    "split_last_linear",
+    "SplitModel",
+    "feature_collision",
+    "FeatureCollision",
+    # Lipschitz bounds (004)
+    "lipschitz_bounds",
+    "LipschitzReport",
+    "LipschitzRow",
+    "empirical_lipschitz",
+    "EmpiricalLipschitz",
     # cross-sections and the theory of 001
     "sections",
     "cross_section",

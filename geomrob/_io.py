@@ -43,6 +43,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
+def tensor_fingerprint(*tensors: Any) -> str:
+    """SHA-256 of the shapes, dtypes and bytes of tensors (a cache key for data)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = torch.as_tensor(t).detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_fingerprint(model: Any) -> str:
+    """SHA-256 of a module's class name and of every entry of its state_dict."""
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor_fingerprint(t).encode())
+    return h.hexdigest()
+
+
 def save_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write JSON atomically (indented, keys sorted)."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"

@@ -18,6 +18,9 @@ perspective" (ICLR 2018, ``001`` in ``shared/seeds``), section 5 (DESIGN.md sect
   :func:`curvature_profile` gives it for nested subspaces (the first ``m`` rows) against random
   subspaces of the same dimension (001, Fig. 7a).
 - :func:`principal_angles`: cosines of the principal angles between two subspaces.
+- :func:`subspace_fooling`: fooling rates of random vectors of a fixed norm drawn from nested
+  subspaces (001, Fig. 7b); :func:`diversity`: their pairwise normalised inner products
+  (001, Fig. 9).
 
 A subspace is a :class:`Subspace`: a ``(m, d)`` basis with orthonormal rows (flat vectors of the
 input space, ``d = prod(input_shape)``), its eigen- or singular values and diagnostics.
@@ -69,6 +72,10 @@ __all__ = [
     "principal_angles",
     "random_subspace",
     "sample_subspace",
+    "SubspaceFooling",
+    "subspace_fooling",
+    "Diversity",
+    "diversity",
 ]
 
 #: What a :class:`Subspace` was built from.
@@ -401,6 +408,177 @@ def sample_subspace(
     return norm * (g @ U)
 
 
+@dataclass(frozen=True, eq=False)
+class SubspaceFooling(Result):
+    """Fooling rates of random vectors drawn from nested subspaces (001, Fig. 7b).
+
+    Attributes:
+        ms: ``(k,)`` subspace dimensions (the first ``m`` rows of the basis).
+        rates: ``(k, n_vectors)`` float64 fooling rate of each sampled vector.
+        norm: the l2 norm of every vector.
+        n_points: the number of inputs the rates are over.
+    """
+
+    ms: Tensor
+    rates: Tensor
+    norm: float
+    n_points: int
+
+    @property
+    def mean(self) -> Tensor:
+        """``(k,)`` mean rate over the vectors: what a random vector of ``S_m`` achieves."""
+        return self.rates.mean(dim=1)
+
+    @property
+    def std(self) -> Tensor:
+        """``(k,)`` standard deviation over the vectors (0 for one vector)."""
+        if self.rates.shape[1] < 2:
+            return torch.zeros_like(self.mean)
+        return self.rates.std(dim=1)
+
+    @property
+    def best(self) -> Tensor:
+        """``(k,)`` the best of the vectors: "the best universal perturbation" of 001 Sec. 5."""
+        return self.rates.amax(dim=1)
+
+
+def subspace_fooling(
+    model: nn.Module,
+    x: Tensor,
+    subspace: Subspace | Tensor,
+    ms: Sequence[int],
+    norm: float,
+    *,
+    n_vectors: int = 10,
+    generator: torch.Generator | int | None = None,
+    batch_size: int | None = None,
+    bounds: tuple[float, float] | None = None,
+) -> SubspaceFooling:
+    r"""Fooling rates on ``x`` of random vectors of norm ``norm`` from the first ``m`` rows.
+
+    001, Sec. 5 and Fig. 7b: perturbations "sampled uniformly at random from the unit sphere in"
+    :math:`S_c` (or :math:`S_f`) "and scaled to have a fixed norm", evaluated on unseen points.
+    For each ``m`` in ``ms``, ``n_vectors`` vectors :math:`v = \rho U_m^\top g / \|g\|`
+    (:func:`sample_subspace`, one stream from ``generator`` in the order of ``ms``) are
+    evaluated with :func:`~geomrob.attacks.fooling_rates` (all vectors of all ``m`` share one
+    computation of the clean labels).
+
+    Args:
+        model: classifier returning logits.
+        x: ``(n, *input_shape)`` inputs (unseen by the subspace, for the paper's protocol).
+        subspace: a :class:`Subspace` or a ``(M, d)`` basis with orthonormal rows.
+        ms: dimensions, each in ``[1, M]``.
+        norm: the l2 norm of the vectors, ``> 0``.
+        n_vectors: vectors per ``m``.
+        generator: source of the vectors (an int seeds a new CPU generator).
+        batch_size: inputs per forward pass.
+        bounds: optional box: perturbed inputs are clipped to it (no clipping by default).
+
+    Returns:
+        :class:`SubspaceFooling`.
+
+    Example:
+        >>> lin = torch.nn.Linear(3, 2).double()
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> x = torch.randn(50, 3, dtype=torch.float64, generator=gen)
+        >>> s = random_subspace(3, 2, generator=0, dtype=torch.float64)
+        >>> res = subspace_fooling(lin, x, s, [1, 2], 0.5, n_vectors=4, generator=0)
+        >>> res.rates.shape, res.mean.shape
+        (torch.Size([2, 4]), torch.Size([2]))
+    """
+    from .attacks.universal import fooling_rates
+
+    U = _as_basis(subspace)
+    ms = _check_ms(ms, U.shape[0])
+    norm = check_positive(norm, "norm")
+    n_vectors = check_int(n_vectors, "n_vectors", low=1)
+    gen = as_generator(generator, "cpu")
+    V = torch.cat([sample_subspace(U[:m], n_vectors, norm, generator=gen) for m in ms])
+    V = V.to(device=x.device, dtype=x.dtype)
+    rates = fooling_rates(model, x, V, batch_size=batch_size, bounds=bounds)
+    return SubspaceFooling(
+        ms=torch.tensor(ms),
+        rates=rates.view(len(ms), n_vectors).cpu(),
+        norm=norm,
+        n_points=len(x),
+    )
+
+
+def _check_ms(ms: object, limit: int) -> list[int]:
+    if isinstance(ms, (int, Tensor)) and not isinstance(ms, Tensor):
+        raise TypeError(f"`ms` must be a sequence of dimensions; got {ms!r}.")
+    values = [check_int(m, "ms", low=1, high=limit) for m in list(ms)]  # type: ignore[arg-type]
+    if not values:
+        raise ValueError("`ms` must not be empty.")
+    return values
+
+
+@dataclass(frozen=True, eq=False)
+class Diversity(Result):
+    r"""Pairwise normalised inner products of perturbations (001, Fig. 9).
+
+    Attributes:
+        cosines: ``(p,)`` the ``p = n (n - 1) / 2`` values :math:`v_i^\top v_j /
+            (\|v_i\| \|v_j\|)`, ``i < j``.
+        max_abs: the largest :math:`|\cos|`.
+        mean_abs: the mean :math:`|\cos|`.
+        expected_abs: :math:`E|\cos|` of two independent uniform directions of the ``m``-dim
+            span they were drawn from, :math:`\Gamma(m/2) / (\sqrt{\pi}\,\Gamma((m+1)/2))`,
+            or ``None`` when ``m`` is not given.
+    """
+
+    cosines: Tensor
+    max_abs: float
+    mean_abs: float
+    expected_abs: float | None
+
+
+def diversity(V: Tensor, *, m: int | None = None) -> Diversity:
+    r"""Pairwise normalised inner products of the rows of ``V`` (001, Fig. 9).
+
+    001 reports that perturbations sampled from :math:`S_c` are diverse: "the normalized inner
+    product between two perturbations is less than 0.1". For two independent uniform unit
+    vectors of an ``m``-dimensional space, :math:`E|\cos| = \Gamma(m/2) / (\sqrt\pi\,
+    \Gamma((m+1)/2)) pprox \sqrt{2 / (\pi m)}`, given as ``expected_abs`` when ``m`` is known,
+    so a reader can tell diversity that comes from the dimension from anything else.
+
+    Args:
+        V: ``(n, d)`` or ``(n, *input_shape)`` perturbations, ``n >= 2``, none zero.
+        m: the dimension of the space they were drawn from (optional).
+
+    Returns:
+        :class:`Diversity`.
+
+    Example:
+        >>> V = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+        >>> res = diversity(V, m=2)
+        >>> [round(c, 4) for c in res.cosines.tolist()], round(res.expected_abs, 4)
+        ([0.0, 0.7071, 0.7071], 0.6366)
+    """
+    check_finite(V, "V")
+    if V.dim() < 2 or V.shape[0] < 2:
+        raise ValueError(
+            f"`V` must hold at least 2 perturbations (rows); got shape {tuple(V.shape)}."
+        )
+    flat = V.flatten(1).double()
+    norms = flat.norm(dim=1)
+    if bool((norms == 0).any()):
+        raise ValueError("`V` has a zero row: its direction is undefined.")
+    unit = flat / norms.unsqueeze(1)
+    i, j = torch.triu_indices(len(unit), len(unit), offset=1)
+    cos = (unit[i] * unit[j]).sum(1).cpu()
+    expected = None
+    if m is not None:
+        m = check_int(m, "m", low=1)
+        expected = math.exp(math.lgamma(m / 2) - math.lgamma((m + 1) / 2)) / math.sqrt(math.pi)
+    return Diversity(
+        cosines=cos,
+        max_abs=float(cos.abs().max()),
+        mean_abs=float(cos.abs().mean()),
+        expected_abs=expected,
+    )
+
+
 def _numpy_basis(a: object, name: str) -> np.ndarray:
     if isinstance(a, Subspace):
         a = a.basis
@@ -521,6 +699,7 @@ def curved_subspace(
     points: BoundaryPoints | None = None,
     project: bool = False,
     normalize: bool = False,
+    which: str = "LA",
     h: float | Tensor | None = None,
     beta: float | None = None,
     sigma: float | Tensor | None = None,
@@ -576,6 +755,8 @@ def curved_subspace(
         points: boundary points of ``x`` (then ``x`` must be ``None`` or ``points.x``).
         project: tangent projection :math:`P_i` in :math:`A_i`.
         normalize: divide :math:`A_i` by :math:`\|\nabla F_i(z_i)\|`.
+        which: ``"LA"`` (the top ``m``: :math:`S_c`) or ``"SA"`` (the ``m`` most negative
+            eigenpairs, where the boundary bends away from the data: a control).
         h: finite-difference step (float, or ``(n,)`` tensor over all inputs); default
             ``0.1 ||r_i||``.
         beta: Softplus sharpness, required with ``mode="surrogate"``.
@@ -615,6 +796,7 @@ def curved_subspace(
     """
     check_model(model)
     mode = check_choice(mode, "mode", MODES)
+    which = check_choice(which, "which", ("LA", "SA"))
     backend = check_choice(backend, "backend", BACKENDS)
     for name, flag in (("project", project), ("normalize", normalize)):
         if not isinstance(flag, bool):
@@ -729,7 +911,7 @@ def curved_subspace(
     res = lanczos(
         target,
         m,
-        which="LA",
+        which=which,
         tol=tol,
         max_iter=lanczos_max_iter,
         backend=backend,
@@ -738,6 +920,7 @@ def curved_subspace(
         progress=progress,
     )
     info = {
+        "which": which,
         "project": project,
         "normalize": normalize,
         "tol": tol,

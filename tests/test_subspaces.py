@@ -566,3 +566,66 @@ def test_subspace_type():
         s.project(torch.ones(11, dtype=DT))
     with pytest.raises(TypeError, match="`v` must be a floating"):
         s.project(torch.ones(12, dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------------------------
+# subspace_fooling and diversity (001, Fig. 7b and Fig. 9)
+
+
+def test_subspace_fooling_counts_the_points_each_vector_fools():
+    # A binary linear classifier f = w.x + b: within span(w) every vector is +-rho w/||w||, which
+    # flips exactly the points of the opposite side whose distance |f|/||w|| is below rho.
+    from geomrob.attacks import fooling_rate
+    from geomrob.subspaces import sample_subspace, subspace_fooling
+
+    gen = torch.Generator().manual_seed(11)
+    d = 6
+    lin = torch.nn.Linear(d, 2).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(2, d, generator=gen, dtype=torch.float64))
+        lin.bias.copy_(torch.randn(2, generator=gen, dtype=torch.float64))
+    x = torch.randn(400, d, generator=gen, dtype=torch.float64)
+    w = (lin.weight[1] - lin.weight[0]).detach()
+    f = (lin(x)[:, 1] - lin(x)[:, 0]).detach()
+    others = random_subspace(d, 3, generator=1, dtype=torch.float64).basis
+    basis = torch.linalg.qr(torch.cat([(w / w.norm()).unsqueeze(0), others]).T).Q.T
+    rho = 0.8
+    res = subspace_fooling(lin, x, basis, [1, 4], rho, n_vectors=5, generator=3)
+    assert res.rates.shape == (2, 5) and res.n_points == 400 and res.norm == rho
+    # The same stream draws the m = 1 vectors, then the m = 4 ones.
+    g = torch.Generator().manual_seed(3)
+    V = torch.cat([sample_subspace(basis[:m], 5, rho, generator=g) for m in (1, 4)])
+    dist = f.abs() / w.norm()
+    for j in range(5):
+        towards = f < 0 if float(V[j] @ w) > 0 else f > 0  # the side this vector pushes across
+        assert float(res.rates[0, j]) == float((towards & (dist < rho)).double().mean())
+    expected = torch.tensor([fooling_rate(lin, x, v) for v in V], dtype=torch.float64)
+    torch.testing.assert_close(res.rates.flatten(), expected, rtol=0, atol=0)
+    torch.testing.assert_close(res.best, res.rates.amax(1))
+    with pytest.raises(ValueError, match="ms"):
+        subspace_fooling(lin, x, basis, [5], rho)
+    with pytest.raises(ValueError, match="ms"):
+        subspace_fooling(lin, x, basis, [], rho)
+    with pytest.raises(ValueError, match="norm"):
+        subspace_fooling(lin, x, basis, [1], 0.0)
+
+
+def test_diversity_against_a_loop_and_the_expected_cosine():
+    from geomrob.subspaces import diversity, sample_subspace
+
+    s = random_subspace(50, 5, generator=0, dtype=torch.float64)
+    V = sample_subspace(s, 300, 2.0, generator=1)
+    res = diversity(V, m=5)
+    unit = V / V.norm(dim=1, keepdim=True)
+    loop = [float(unit[i] @ unit[j]) for i in range(300) for j in range(i + 1, 300)]
+    torch.testing.assert_close(res.cosines, torch.tensor(loop, dtype=torch.float64))
+    # E|cos| of independent uniform directions of R^5 is Gamma(5/2)/(sqrt(pi) Gamma(3)) =
+    # 3/8 = 0.375; the 44850 pairs are dependent, so allow 5 standard errors of 300 pairs.
+    assert res.expected_abs == pytest.approx(0.375, rel=1e-12)
+    se = float(res.cosines.abs().std()) / math.sqrt(300)
+    assert abs(res.mean_abs - 0.375) < 5 * se
+    assert diversity(torch.eye(3)[:2], m=1).expected_abs == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="zero row"):
+        diversity(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="at least 2"):
+        diversity(torch.ones(1, 4))

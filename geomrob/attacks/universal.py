@@ -10,7 +10,6 @@ perturbation is judged: the norm at which *isotropic random* noise fools as many
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -23,6 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from .._io import config_hash, save_torch
+from .._io import model_fingerprint as _model_fingerprint
+from .._io import tensor_fingerprint as _fingerprint
 from .._model import check_inputs, eval_mode, functional
 from .._random import as_generator
 from .._validation import (
@@ -345,24 +346,6 @@ def _project(v: Tensor, xi: float, p: float) -> Tensor:
 
 def _lp_norm(v: Tensor, p: float) -> float:
     return float(v.norm()) if p == 2 else float(v.abs().max())
-
-
-def _fingerprint(*tensors: Tensor) -> str:
-    """SHA-256 of the shapes, dtypes and bytes of tensors."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _model_fingerprint(model: nn.Module) -> str:
-    h = hashlib.sha256(type(model).__qualname__.encode())
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(_fingerprint(t).encode())
-    return h.hexdigest()
 
 
 def _load_state(path: Path, key: str) -> dict | None:
