@@ -7,7 +7,7 @@ Importing geomrob has no side effects. The public API is ``geomrob.__all__``; su
 
 __version__ = "0.1.0"
 
-from . import attacks, curvature, data, interpret, models, sections, subspaces, theory  # noqa: E402
+from . import attacks, curvature, data, interpret, models, sections, study, subspaces, theory  # noqa: E402
 from .attacks import (  # noqa: E402
     DeepFoolResult,
     UAPResult,
@@ -50,6 +50,7 @@ from .softmax import (  # noqa: E402
     softmax_null_space,
     split_last_linear,
 )
+from .study import StudyConfig, StudyResult, subspace_study  # noqa: E402
 from .subspaces import (  # noqa: E402
     CurvatureProfile,
     CurvatureResult,
@@ -135,4 +136,9 @@ __all__ = [
     "normal_section",
     "CrossSection",
     "theory",
+    # the study of 001 Sec. 5
+    "study",
+    "subspace_study",
+    "StudyConfig",
+    "StudyResult",
 ]
