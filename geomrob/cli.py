@@ -81,6 +81,19 @@ def _add_train_options(p: argparse.ArgumentParser, defaults: TrainConfig) -> Non
     g.add_argument("--epochs", type=int, default=None, help="default: the dataset's recipe")
     g.add_argument("--batch-size", type=int, default=None, help="default: the dataset's recipe")
     g.add_argument("--train-size", type=int, default=defaults.train_size)
+    g.add_argument(
+        "--ssr-beta",
+        type=float,
+        default=defaults.ssr_beta,
+        help="Smooth Surface Regularization: penalty beta on the top eigenvalue of the input "
+        "Hessian of the loss (Wang et al. 2020 used 0.3; default off)",
+    )
+    g.add_argument(
+        "--ssr-scale",
+        type=float,
+        default=defaults.ssr_scale,
+        help="SSR scale s (default 1 with --ssr-beta)",
+    )
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -100,6 +113,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         weight_decay=args.weight_decay,
         seed=args.seed,
         train_size=args.train_size,
+        ssr_beta=getattr(args, "ssr_beta", None),
+        ssr_scale=getattr(args, "ssr_scale", None),
         **recipe,
     )
 

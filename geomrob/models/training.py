@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -60,7 +60,20 @@ class TrainConfig(Result):
         batch_size: minibatch size.
         seed: seeds the initial weights and the shuffling.
         train_size: use a seeded subset of this many training images (``None``: all).
+        ssr_beta: Smooth Surface Regularization (Wang et al., NeurIPS 2020, 002 Def. 7): add
+            ``ssr_beta * ssr_scale * mean_i lambda_max(H_i)`` to the loss, ``H_i`` the
+            closed-form input Hessian of the cross-entropy
+            (:func:`geomrob.interpret.ssr_loss`). ``None`` (default): natural training.
+        ssr_scale: the scale ``s`` of SSR (``None``: 1.0 when ``ssr_beta`` is set; an error
+            without ``ssr_beta``).
+
+    Fields in :attr:`OPTIONAL_FIELDS` are left out of :meth:`to_dict` (so of the cache hash)
+    while they are ``None``: a config that does not use them keeps the hash, and so the cached
+    model, it had before they existed.
     """
+
+    #: Fields added after the first release, omitted from ``to_dict()`` while ``None``.
+    OPTIONAL_FIELDS: ClassVar[tuple[str, ...]] = ("ssr_beta", "ssr_scale")
 
     arch: str = "lenet"
     dataset: str = "digits"
@@ -75,6 +88,8 @@ class TrainConfig(Result):
     batch_size: int = 64
     seed: int = 0
     train_size: int | None = None
+    ssr_beta: float | None = None
+    ssr_scale: float | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.arch, "arch", ARCHITECTURES)
@@ -90,6 +105,25 @@ class TrainConfig(Result):
         check_int(self.seed, "seed", low=0)
         if self.train_size is not None:
             check_int(self.train_size, "train_size", low=1)
+        if self.ssr_beta is None:
+            if self.ssr_scale is not None:
+                raise ValueError(
+                    f"`ssr_scale` ({self.ssr_scale!r}) applies only with `ssr_beta`; set "
+                    "`ssr_beta` (002 used 0.3) or leave `ssr_scale` as None."
+                )
+        else:
+            # stored as floats so that 1 and 1.0 give the same hash
+            object.__setattr__(self, "ssr_beta", check_positive(self.ssr_beta, "ssr_beta"))
+            scale = 1.0 if self.ssr_scale is None else check_positive(self.ssr_scale, "ssr_scale")
+            object.__setattr__(self, "ssr_scale", scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain Python, without the :attr:`OPTIONAL_FIELDS` that are ``None``."""
+        out = super().to_dict()
+        for name in self.OPTIONAL_FIELDS:
+            if out.get(name, 0) is None:
+                del out[name]
+        return out
 
     @classmethod
     def for_dataset(cls, dataset: str, **changes: Any) -> TrainConfig:
@@ -115,7 +149,8 @@ class TrainResult(Result):
         model: the trained network, in eval mode, on the requested device.
         config: the :class:`TrainConfig`.
         history: one dict per epoch: ``epoch``, ``loss``, ``train_accuracy``,
-            ``test_accuracy``, ``seconds``.
+            ``test_accuracy``, ``seconds``; with SSR also ``ssr_penalty``, the mean top
+            eigenvalue of the input Hessian of the loss (``loss`` is then the whole objective).
         test_accuracy: accuracy on the test split after the last epoch.
         train_seconds: total training time over all (possibly interrupted) runs.
         path: folder of the cached model.
@@ -247,11 +282,14 @@ def train(
     save_json(config.to_dict(), folder / "config.json")
     x_train, y_train = train_set.x, train_set.y
     loss_fn = nn.CrossEntropyLoss()
+    if config.ssr_beta is not None:
+        from ..interpret.hessian import ssr_loss  # a lazy import: interpret imports models
     for epoch in range(start_epoch, config.epochs):
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(len(x_train), generator=shuffle)
         total_loss, total_correct = 0.0, 0
+        total_penalty = 0.0
         batches = range(0, len(order), config.batch_size)
         if progress:
             from tqdm.auto import tqdm
@@ -262,8 +300,13 @@ def train(
         for i in batches:
             idx = order[i : i + config.batch_size]
             xb, yb = x_train[idx].to(device), y_train[idx].to(device)
-            out = model(xb)
-            loss = loss_fn(out, yb)
+            if config.ssr_beta is None:
+                out = model(xb)
+                loss = loss_fn(out, yb)
+            else:
+                ssr = ssr_loss(model, xb, yb, beta=config.ssr_beta, scale=config.ssr_scale)
+                out, loss = ssr.logits, ssr.loss
+                total_penalty += float(ssr.penalty.detach().sum())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -278,6 +321,8 @@ def train(
             "test_accuracy": accuracy(model, test_set.x, test_set.y),
             "seconds": time.perf_counter() - t0,
         }
+        if config.ssr_beta is not None:
+            row["ssr_penalty"] = total_penalty / len(order)
         history.append(row)
         log.info("epoch %d/%d %s", epoch + 1, config.epochs, row)
         save_torch(
