@@ -341,8 +341,9 @@ def part_c(args) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------- report
 def _load(part: dict[str, Any]) -> str:
-    after = part.get("loadavg_after")
-    return f" Load average after this part: {after}." if after else ""
+    before, after = part.get("loadavg_before"), part.get("loadavg_after")
+    text = f" Load average before this part: {before}." if before else ""
+    return text + (f" After: {after}." if after else "")
 
 
 def _mb(value: float | None) -> str:
@@ -477,19 +478,35 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(results["model"], flush=True)
         if "a" in args.parts:
+            start = [round(x, 2) for x in os.getloadavg()]
             results["a"] = part_a(res.model, args)
+            results["a"]["loadavg_before"] = start
             results["a"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
             print("(a) done", flush=True)
         if "b" in args.parts:
+            start = [round(x, 2) for x in os.getloadavg()]
             results["b"] = part_b(res.model, args)
+            results["b"]["loadavg_before"] = start
             results["b"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
             print("(b) done", flush=True)
     if "c" in args.parts:
+        start = [round(x, 2) for x in os.getloadavg()]
         results["c"] = part_c(args)
+        results["c"]["loadavg_before"] = start
         results["c"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "curvature_quick" if args.quick else "curvature"
+    previous = out / f"{stem}.json"
+    if previous.exists():
+        # A run of some parts keeps the other parts of the last run (each part carries its own
+        # load averages and the command line that made it).
+        old = json.loads(previous.read_text())
+        for part in {"a", "b", "c"} - set(args.parts):
+            if part in old:
+                results[part] = old[part]
+                if part == "b" and "model" in old:
+                    results.setdefault("model", old["model"])
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / f"{stem}.md").write_text(markdown(results) + "\n")
     print(markdown(results))

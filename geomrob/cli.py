@@ -21,7 +21,7 @@ import torch
 
 from . import __version__
 from . import data as _data
-from ._io import config_hash, save_json, save_torch
+from ._io import atomic_write, config_hash, save_json, save_torch
 from .models import ARCHITECTURES, TrainConfig, train
 
 log = logging.getLogger("geomrob")
@@ -226,14 +226,26 @@ def _add_demo(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from .attacks import deepfool
+    from .curvature import boundary_points
     from .models.training import accuracy
-    from .plotting import save_figure, training_figure
+    from .plotting import (
+        cross_section_figure,
+        curvature_profile_figure,
+        curvature_spectrum_figure,
+        fooling_vs_dim_figure,
+        save_figure,
+        training_figure,
+    )
+    from .sections import normal_section
+    from .study import StudyConfig, subspace_study
+    from .subspaces import principal_angles, random_subspace, sample_subspace
 
     t0 = time.perf_counter()
     out = _out(args)
     fig_dir = Path(args.figures) if args.figures else out / "figures"
     result = _train(args)
     test = _data.load(args.dataset, split="test", root=args.data_root, size=args.size)
+    train_set = _data.load(args.dataset, split="train", root=args.data_root, size=args.size)
     model = result.model
     with torch.no_grad():
         pred = model(test.x[:16].to(args.device)).argmax(1).cpu()
@@ -244,7 +256,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         pred.tolist(),
         title=f"{args.arch} on {args.dataset}: test accuracy {result.test_accuracy:.3f}",
     )
-    figures = {"training": str(save_figure(fig, fig_dir / "demo_training.png"))}
+    figures = {"training": save_figure(fig, fig_dir / "demo_training.png")}
     x_test = test.x.to(args.device)
     df = deepfool(model, x_test)
     stats = df.statistics(x_test, test.y)
@@ -253,20 +265,150 @@ def _run_demo(args: argparse.Namespace) -> int:
         f"median ||r|| {stats['median_norm']:.4f}, mean ||r||/||x|| "
         f"{stats['mean_relative_norm']:.4f}"
     )
+
+    # 001 Sec. 5 on the whole digits data: S_c from 100 training points, the UAP and S_f from
+    # all training points, every rate and K_S on unseen test points.
+    d = x_test[0].numel()
+    gen = torch.Generator().manual_seed(args.seed)
+    x_train = train_set.x[torch.randperm(len(train_set), generator=gen)].to(args.device)
+    # 5 passes of the UAP algorithm instead of 10 keep the demo under 3 minutes (its rate
+    # oscillates from pass to pass on digits; analyses/fooling_vs_dim.py runs 10).
+    config = StudyConfig(
+        ms=tuple(m for m in (1, 2, 5, 10, 20) if m <= d), uap_max_passes=5, seed=args.seed
+    )
+    study = subspace_study(
+        model,
+        x_train[:100],
+        x_train,
+        x_test,
+        config,
+        cache_dir=out / "cache" / "study",
+        progress=not args.quiet,
+    )
+    summary = study.summary()
+    prof = study.profile
+    k = min(5, study.curved.m)
+    figures["fooling_vs_dim"] = save_figure(
+        fooling_vs_dim_figure(
+            summary["ms"],
+            {
+                "S_c (curved)": (summary["curved_mean"], summary["curved_best"]),
+                "S_f (normals)": (summary["normal_mean"], summary["normal_best"]),
+                "random subspace": (summary["random_mean"], None),
+            },
+            {"UAP algorithm": study.uap_rate, "isotropic noise": study.noise_rate},
+            title=f"random vectors of norm rho_rand/5 = {study.norm:.3g} ({study.mode})",
+        ),
+        fig_dir / "demo_fooling_vs_dim.png",
+    )
+    figures["curvature_profile"] = save_figure(
+        curvature_profile_figure(
+            summary["ms"],
+            prof.mean.tolist(),
+            prof.std.tolist(),
+            prof.random_mean.tolist(),
+            prof.random_std.tolist(),
+            title=f"K_S on {int(prof.converged.sum())} unseen points ({study.mode})",
+        ),
+        fig_dir / "demo_curvature_profile.png",
+    )
+    figures["spectrum"] = save_figure(
+        curvature_spectrum_figure(
+            study.curved.values.tolist(), title="top eigenvalues of the averaged Hessian"
+        ),
+        fig_dir / "demo_spectrum.png",
+    )
+    # Normal sections through the first correctly classified, converged test image.
+    pts_all = boundary_points(model, x_test[:20])
+    ok = (pts_all.converged & (pts_all.label.cpu() == test.y[:20])).nonzero().flatten()
+    sections, titles = [], []
+    if len(ok):
+        i = int(ok[0])
+        pts = pts_all.select(torch.tensor([i]))
+        directions = {
+            "v = UAP": study.uap,
+            "v = top S_c vector": study.curved.basis[0],
+            "v random in S_c (m=5)": sample_subspace(study.curved.first(k), 1, 1.0, generator=1)[0],
+            "v random": random_subspace(d, 1, generator=2, dtype=x_test.dtype).basis[0],
+        }
+        for title, v in directions.items():
+            sections.append(normal_section(model, x_test[i : i + 1], v.to(x_test), points=pts))
+            titles.append(title)
+        figures["sections"] = save_figure(
+            cross_section_figure(sections, titles=titles, title=f"normal sections, test image {i}"),
+            fig_dir / "demo_sections.png",
+        )
+    cos = principal_angles(study.curved.first(k), study.normal.first(k)).tolist()
+    seconds = time.perf_counter() - t0
     results = {
         "seed": args.seed,
         "versions": versions(),
         "train": result.to_dict(),
         "test_accuracy": accuracy(model, test.x, test.y),
         "deepfool": stats,
-        "figures": figures,
-        "seconds": time.perf_counter() - t0,
+        "study": summary,
+        "cosines_Sc_Sf": cos,
+        "figures": {k_: str(v) for k_, v in figures.items()},
+        "seconds": seconds,
     }
     path = save_json(results, out / "results.json")
+    report = _demo_report(args, results, figures, out)
     print(f"demo: test accuracy {results['test_accuracy']:.4f}; results in {path}")
+    print(f"  report: {report}")
     for name, fig_path in figures.items():
         print(f"  figure {name}: {fig_path}")
+    print(f"  {seconds:.0f} s")
     return 0
+
+
+def _demo_report(args: argparse.Namespace, results: dict, figures: dict, out: Path) -> Path:
+    """``out/report.md``: the demo's numbers and figures in one page."""
+    s = results["study"]
+    df = results["deepfool"]
+    lines = [
+        f"# geomrob demo: {args.arch} on {args.dataset}",
+        "",
+        f"Test accuracy {results['test_accuracy']:.4f} (seed {args.seed}, "
+        f"{results['seconds']:.0f} s for the whole demo).",
+        "",
+        "## DeepFool (minimal l2 perturbations, test images)",
+        "",
+        f"Success {df['success_rate']:.3f}, median ||r|| {df['median_norm']:.4f}, mean "
+        f"||r||/||x|| {df['mean_relative_norm']:.4f}, mean iterations {df['mean_iterations']:.2f}.",
+        "",
+        "## Universal perturbations from subspaces (001 Sec. 5, Fig. 7)",
+        "",
+        f"S_c: top eigenvectors of the averaged boundary Hessian of {s['n_fit']} training points "
+        f"({s['mode']} Hessian-vector products); S_f: top singular vectors of the DeepFool "
+        f"normals of {s['n_uap']} training points. Random vectors of norm rho_rand/5 = "
+        f"{s['norm']:.4g} (rho_rand = {s['rho_rand']:.4g}: isotropic noise of that norm fools "
+        f"half of the test points), fooling rates on the {s['n_eval']} test points (mean and "
+        "best of 10 vectors per m). The UAP algorithm fitted on the training points at the same "
+        f"norm ({len(s['uap_history'])} passes) fools {s['uap_rate']:.3f}; isotropic noise of "
+        f"that norm {s['noise_rate']:.3f}.",
+        "",
+        "| m | S_c mean | S_c best | S_f mean | S_f best | random subspace | K_S(S_c) | "
+        "K_S(random) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for i, m in enumerate(s["ms"]):
+        lines.append(
+            f"| {m} | {s['curved_mean'][i]:.3f} | {s['curved_best'][i]:.3f} | "
+            f"{s['normal_mean'][i]:.3f} | {s['normal_best'][i]:.3f} | {s['random_mean'][i]:.3f} "
+            f"| {s['K_mean'][i]:.4f} | {s['K_random_mean'][i]:.4f} |"
+        )
+    cos = ", ".join(f"{c:.2f}" for c in results["cosines_Sc_Sf"])
+    lines += ["", f"Principal-angle cosines between S_c and S_f (top 5): {cos}.", ""]
+    for name, path in figures.items():
+        rel = Path(path).resolve()
+        try:
+            rel = rel.relative_to(out.resolve())
+        except ValueError:
+            pass
+        lines += [f"![{name}]({rel})", ""]
+    path = out / "report.md"
+    atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines)))
+    return path
 
 
 # --------------------------------------------------------------------------- fool
@@ -821,6 +963,322 @@ def _run_lipschitz(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- upi / attribution
+#: The four metrics of Wang et al. (NeurIPS 2020, 002 Sec. 5, Supp. C1), in 002's order.
+METRICS = ("k-in", "cor", "cdl", "cosd")
+
+
+def map_metrics(a: torch.Tensor, b: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """002's four metrics between original maps ``a`` and perturbed maps ``b``, per image.
+
+    Top-k intersection (``k`` pixels) and Spearman's correlation of the pixel maps
+    ``sum_c |a_c|``, mass-center dislocation in pixels, cosine distance of the maps
+    (:mod:`geomrob.interpret.metrics`).
+
+    Args:
+        a: ``(B, C, H, W)`` maps at the clean inputs.
+        b: ``(B, C, H, W)`` maps at the perturbed inputs.
+        k: pixels of the top-k intersection.
+
+    Returns:
+        ``{"k-in", "cor", "cdl", "cosd"}`` -> ``(B,)`` values.
+
+    Example:
+        >>> a = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+        >>> {q: [abs(round(v, 6)) for v in t.tolist()] for q, t in map_metrics(a, a, 3).items()}
+        {'k-in': [1.0, 1.0], 'cor': [1.0, 1.0], 'cdl': [0.0, 0.0], 'cosd': [0.0, 0.0]}
+    """
+    from .interpret import metrics as M
+
+    pa, pb = M.pixel_map(a), M.pixel_map(b)
+    return {
+        "k-in": M.topk_intersection(pa, pb, k),
+        "cor": M.spearman(pa, pb),
+        "cdl": M.mass_center_dislocation(a, b),
+        "cosd": M.cosine_distance(a, b),
+    }
+
+
+def _add_upi(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "upi",
+        parents=[common],
+        help="universal perturbation for interpretation (UPI-Grad / UPI-PCA) of a model",
+        description="Fit a universal perturbation for interpretation (Ehsani Oskouie and "
+        "Farnia: UPI-Grad, Alg. 1, or UPI-PCA, Alg. 2, with gradient / FGM / PGD rows) on "
+        "training images, scale it to norm eps, and evaluate the dissimilarity of the maps "
+        "(their Eq. 9) and the label-change rate on held-out test images, beside universal "
+        "random noise of the same norm. Writes results.json, upi.pt and figures/upi.png, "
+        "figures/upi_maps.png to the run directory.",
+    )
+    g = p.add_argument_group("UPI")
+    g.add_argument("--method", default="simple", choices=("simple", "ig"), help="map (000)")
+    g.add_argument("--algorithm", default="pca", choices=("grad", "pca"))
+    g.add_argument("--variant", default="grad", choices=("grad", "fgm", "pgd"), help="UPI-PCA")
+    g.add_argument("--eps", type=float, default=100 / 256, help="radius (default 100/256)")
+    g.add_argument("--p", default="2", choices=("2", "inf"), help="norm of the ball")
+    g.add_argument("--n-fit", type=int, default=256, help="training images to fit on")
+    g.add_argument("--n-eval", type=int, default=256, help="held-out test images")
+    g.add_argument("--upi-epochs", type=int, default=10, help="passes of the UPI algorithm")
+    g.add_argument("--upi-batch-size", type=int, default=32)
+    g.add_argument("--pgd-steps", type=int, default=20, help="per-image PGD rows (variant pgd)")
+    g.add_argument("--ig-steps", type=int, default=20, help="Riemann steps of IG")
+    g.add_argument(
+        "--surrogate-beta",
+        type=float,
+        default=10.0,
+        help="softplus beta of the smooth copy the gradients go through (default 10)",
+    )
+    _add_model_options(p)
+    _add_train_options(p, TrainConfig(dataset="digits", arch="cnn2"))
+
+
+def _positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if not value > 0:
+            raise CLIError(f"--{name.replace('_', '-')} must be > 0; got {value}.")
+
+
+def _attribution_method(args: argparse.Namespace, name: str, d: int) -> Any:
+    from .interpret import IntegratedGradients, Saliency, SmoothGrad, UniGrad
+
+    if name in ("simple", "saliency"):
+        return Saliency(multiply_by_inputs=getattr(args, "times_input", False))
+    if name == "ig":
+        return IntegratedGradients(steps=args.ig_steps)
+    if name == "smoothgrad":
+        return SmoothGrad(
+            sigma=args.sg_sigma, n_samples=args.samples, multiply_by_inputs=args.times_input
+        )
+    radius = args.ug_radius if args.ug_radius is not None else (4 / 255) * (d / 3) ** 0.5
+    return UniGrad(radius=radius, n_samples=args.samples, multiply_by_inputs=args.times_input)
+
+
+def _run_upi(args: argparse.Namespace) -> int:
+    import math
+
+    from .interpret import attribute, random_noise, universal_dissimilarity, upi_grad, upi_pca
+    from .plotting import attribution_maps_figure, save_figure, upi_figure
+
+    _positive(args, "eps", "n_fit", "n_eval", "upi_epochs", "upi_batch_size", "pgd_steps")
+    _positive(args, "ig_steps", "surrogate_beta")
+    t0 = time.perf_counter()
+    out = _out(args)
+    model, model_key = _model(args)
+    model = model.eval()
+    train_set = _data.load(args.dataset, split="train", root=args.data_root, size=args.size)
+    test = _data.load(args.dataset, split="test", root=args.data_root, size=args.size)
+    fit = train_set.subset(min(args.n_fit, len(train_set)), seed=args.seed).x.to(args.device)
+    held = test.subset(min(args.n_eval, len(test)), seed=args.seed).x.to(args.device)
+    method = _attribution_method(args, args.method, held[0].numel())
+    p = math.inf if args.p == "inf" else 2.0
+    common = dict(
+        eps=args.eps,
+        method=method,
+        p=p,
+        epochs=args.upi_epochs,
+        batch_size=args.upi_batch_size,
+        surrogate=args.surrogate_beta,
+        generator=args.seed,
+        progress=not args.quiet,
+    )
+    if args.algorithm == "grad":
+        res = upi_grad(model, fit, **common)
+        name = "UPI-Grad"
+    else:
+        res = upi_pca(model, fit, variant=args.variant, steps=args.pgd_steps, **common)
+        name = "UPI-PCA" + ("" if args.variant == "grad" else f"-{args.variant.upper()}")
+    fitted = res.norm
+    delta = res.delta
+    scale = float(delta.abs().max()) if p == math.inf else float(delta.norm())
+    if not scale > 0:
+        raise CLIError(f"{name} returned a zero perturbation; try more --upi-epochs.")
+    delta = delta * (args.eps / scale)  # 000 Sec. 4 scales every perturbation to norm eps
+    ev = universal_dissimilarity(model, held, delta, method, p=p, generator=args.seed)
+    noise = random_noise(held, eps=args.eps, p=p, generator=args.seed)
+    base = universal_dissimilarity(model, held, noise, method, p=p, generator=args.seed)
+    print(
+        f"{name} ({args.method}, eps {args.eps:.4g}, l{args.p}) fitted on {len(fit)} training "
+        f"images (norm reached {fitted:.4g}, scaled to eps): on {len(held)} held-out images mean "
+        f"dissimilarity {ev.mean:.4f} (median {ev.median:.4f}), label change rate "
+        f"{ev.label_change_rate:.4f}; universal random noise: {base.mean:.4f}, "
+        f"{base.label_change_rate:.4f}"
+    )
+    figs = out / "figures"
+    shape = tuple(held.shape[1:])
+    fig_upi = save_figure(
+        upi_figure(
+            [[delta.detach().cpu().numpy().reshape(shape)]],
+            row_labels=[args.method],
+            col_labels=[name],
+            notes=[[f"D = {ev.mean:.3f}"]],
+        ),
+        figs / "upi.png",
+    )
+    shown = held[:4]
+    before = attribute(model, shown, method, normalize="l1", generator=args.seed).attribution
+    after = attribute(model, shown + delta, method, normalize="l1", generator=args.seed).attribution
+    fig_maps = save_figure(
+        attribution_maps_figure(
+            shown.cpu().numpy(),
+            {args.method: before.detach().cpu().numpy()},
+            {args.method: after.detach().cpu().numpy()},
+            perturbed=(shown + delta).cpu().numpy(),
+            title=f"{name}: maps before / after",
+        ),
+        figs / "upi_maps.png",
+    )
+    torch.save(delta.detach().cpu(), out / "upi.pt")
+    results = {
+        "seed": args.seed,
+        "versions": versions(),
+        "model": model_key,
+        "algorithm": name,
+        "method": args.method,
+        "eps": args.eps,
+        "p": args.p,
+        "n_fit": len(fit),
+        "n_eval": len(held),
+        "fitted_norm": fitted,
+        "history": res.history.tolist(),
+        "dissimilarity_mean": ev.mean,
+        "dissimilarity_median": ev.median,
+        "label_change_rate": ev.label_change_rate,
+        "random_universal": {"mean": base.mean, "label_change_rate": base.label_change_rate},
+        "figures": {"upi": str(fig_upi), "maps": str(fig_maps)},
+        "seconds": time.perf_counter() - t0,
+    }
+    path = save_json(results, out / "results.json")
+    print(f"results in {path}; figures {fig_upi}, {fig_maps}")
+    return 0
+
+
+def _add_attribution(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "attribution",
+        parents=[common],
+        help="attribution maps of a few images under one attack, with 002's four metrics",
+        description="Maps (saliency, integrated gradients, SmoothGrad, Uniform Gradient) of a "
+        "few test images before and after one attack on them (top-k, manipulate, mass-center "
+        "or PGD on the dissimilarity; the label is kept, the gradients go through a softplus "
+        "surrogate), compared with the four metrics of Wang et al. (NeurIPS 2020): top-k "
+        "intersection, Spearman's correlation, mass-center dislocation, cosine distance. "
+        "Writes results.json and figures/attribution.png to the run directory.",
+    )
+    g = p.add_argument_group("attribution")
+    g.add_argument(
+        "--method", default="saliency", choices=("saliency", "ig", "smoothgrad", "unigrad")
+    )
+    g.add_argument("--attack", default="topk", choices=("topk", "manipulate", "mass-center", "pgd"))
+    g.add_argument("--eps", type=float, default=8 / 255, help="radius (default 8/255)")
+    g.add_argument("--p", default="inf", choices=("2", "inf"), help="norm of the ball")
+    g.add_argument("--n", type=int, default=8, help="test images")
+    g.add_argument("--steps", type=int, default=50, help="attack iterations (002: 50)")
+    g.add_argument("--k", type=int, default=None, help="top-k pixels (default ~2%% of them)")
+    g.add_argument("--samples", type=int, default=20, help="SmoothGrad / UniGrad samples")
+    g.add_argument("--ig-steps", type=int, default=20)
+    g.add_argument("--sg-sigma", type=float, default=0.1, help="SmoothGrad noise")
+    g.add_argument(
+        "--ug-radius", type=float, default=None, help="UniGrad l2 radius (default (4/255)sqrt(d/3))"
+    )
+    g.add_argument(
+        "--times-input",
+        action="store_true",
+        help="gradient x input maps for saliency, SmoothGrad, UniGrad (002 Supp. C1)",
+    )
+    g.add_argument("--surrogate-beta", type=float, default=10.0, help="softplus beta")
+    _add_model_options(p)
+    _add_train_options(p, TrainConfig(dataset="digits", arch="cnn2"))
+
+
+def _run_attribution(args: argparse.Namespace) -> int:
+    import math
+
+    from .interpret import (
+        attribute,
+        manipulate_attack,
+        mass_center_attack,
+        pgd_attack,
+        topk_attack,
+    )
+    from .plotting import attribution_maps_figure, save_figure
+
+    _positive(args, "eps", "n", "steps", "samples", "ig_steps", "sg_sigma", "surrogate_beta")
+    t0 = time.perf_counter()
+    out = _out(args)
+    model, model_key = _model(args)
+    model = model.eval()
+    test = _data.load(args.dataset, split="test", root=args.data_root, size=args.size)
+    x = test.subset(min(args.n, len(test)), seed=args.seed).x.to(args.device)
+    if x.ndim != 4:
+        raise CLIError(f"`attribution` needs images (n, C, H, W); got {tuple(x.shape)}.")
+    method = _attribution_method(args, args.method, x[0].numel())
+    h, w = x.shape[-2:]
+    k = args.k if args.k is not None else max(1, round(20 / 1024 * h * w))
+    if not 1 <= k <= h * w:
+        raise CLIError(f"--k must be between 1 and the {h * w} pixels; got {k}.")
+    p = math.inf if args.p == "inf" else 2.0
+    with torch.no_grad():
+        label = model(x).argmax(1)
+    clean = attribute(model, x, method, target=label, generator=args.seed).attribution
+    common = dict(
+        eps=args.eps,
+        p=p,
+        bounds=(0.0, 1.0),
+        surrogate=args.surrogate_beta,
+        generator=args.seed,
+        progress=not args.quiet,
+    )
+    if args.attack == "topk":
+        res = topk_attack(model, x, method, k=k, steps=args.steps, **common)
+    elif args.attack == "manipulate":
+        target = clean.roll(1, 0)  # the map of another image (Dombrowski et al.)
+        res = manipulate_attack(model, x, target, method, steps=args.steps, **common)
+    elif args.attack == "mass-center":
+        res = mass_center_attack(model, x, method, steps=args.steps, **common)
+    else:
+        res = pgd_attack(model, x, method, steps=args.steps, **common)
+    after = attribute(model, res.x_adv, method, target=label, generator=args.seed).attribution
+    values = map_metrics(clean, after, k)
+    means = {q: float(torch.nanmean(v.double())) for q, v in values.items()}
+    print(
+        f"{args.attack} attack (eps {args.eps:.4g}, l{args.p}, {args.steps} steps) on "
+        f"{args.method} maps of {len(x)} test images, label kept "
+        f"{int(res.label_kept.sum())}/{len(x)}: "
+        + ", ".join(f"{q} {v:.4f}" for q, v in means.items())
+    )
+    fig = save_figure(
+        attribution_maps_figure(
+            x[:4].cpu().numpy(),
+            {args.method: clean[:4].detach().cpu().numpy()},
+            {args.method: after[:4].detach().cpu().numpy()},
+            perturbed=res.x_adv[:4].cpu().numpy(),
+            title=f"{args.attack} attack on {args.method}, eps = {args.eps:.4g} (l{args.p})",
+        ),
+        out / "figures" / "attribution.png",
+    )
+    results = {
+        "seed": args.seed,
+        "versions": versions(),
+        "model": model_key,
+        "method": args.method,
+        "attack": args.attack,
+        "eps": args.eps,
+        "p": args.p,
+        "k": k,
+        "n": len(x),
+        "label_kept": int(res.label_kept.sum()),
+        "metrics": means,
+        "per_image": {q: v.tolist() for q, v in values.items()},
+        "figures": {"attribution": str(fig)},
+        "seconds": time.perf_counter() - t0,
+    }
+    path = save_json(results, out / "results.json")
+    print(f"results in {path}; figure {fig}")
+    return 0
+
+
 _SUBCOMMANDS = {
     "demo": (_add_demo, _run_demo),
     "train": (_add_train, _run_train),
@@ -828,6 +1286,8 @@ _SUBCOMMANDS = {
     "data": (_add_data, _run_data),
     "curvature": (_add_curvature, _run_curvature),
     "lipschitz": (_add_lipschitz, _run_lipschitz),
+    "upi": (_add_upi, _run_upi),
+    "attribution": (_add_attribution, _run_attribution),
 }
 
 

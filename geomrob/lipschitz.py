@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from ._model import check_inputs, eval_mode, functional, model_device, model_dtype
 from ._random import as_generator, randn
+from ._threads import few_threads
 from ._validation import check_int, check_model, check_positive
 from .models.zoo import BasicBlock
 from .results import Result
@@ -183,25 +184,9 @@ def _fmt_shape(shape: Sequence[int]) -> str:
 _SMALL_WORK = 2**16
 
 
-class _few_threads:  # noqa: N801 - used like torch.no_grad
-    """Run small iterative work on one intra-op thread, then restore the thread count.
-
-    Many tiny products on several threads gain nothing and, on a machine whose cores are busy,
-    spin-wait: measured 133 s instead of 1.2 s for the bounds of a small MobileNet (8x8 inputs)
-    with two threads on two loaded cores.
-    """
-
-    def __init__(self, work: int) -> None:
-        self.small = work <= _SMALL_WORK
-
-    def __enter__(self) -> None:
-        self.threads = torch.get_num_threads()
-        if self.small and self.threads > 1:
-            torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        if torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)
+def _few_threads(work: int) -> few_threads:
+    """One thread for iterations whose batched products have at most ``_SMALL_WORK`` elements."""
+    return few_threads(work, _SMALL_WORK)
 
 
 def operator_norm(

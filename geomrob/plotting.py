@@ -333,3 +333,211 @@ def cross_section_figure(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def fooling_vs_dim_figure(
+    ms: Sequence[int],
+    series: dict[str, tuple[Sequence[float], Sequence[float] | None]],
+    lines: dict[str, float] | None = None,
+    *,
+    ylabel: str = "fooling rate on unseen points",
+    title: str = "",
+) -> Figure:
+    """Fooling rate of random vectors of subspaces against their dimension (001 Fig. 7b).
+
+    Args:
+        ms: subspace dimensions.
+        series: ``name -> (mean, best)``: the mean fooling rate over the sampled vectors of
+            each dimension (solid) and the best of them (dashed, optional).
+        lines: ``name -> rate`` drawn as horizontal dotted lines (e.g. the 2017 UAP algorithm
+            at the same norm, isotropic noise of that norm).
+        ylabel: y-axis label.
+        title: figure title.
+    """
+    ms = np.asarray(ms, dtype=float)
+    fig = Figure(figsize=(5.4, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    colors = iter(["tab:red", "tab:blue", "tab:gray", "tab:green", "tab:purple", "tab:brown"])
+    for name, (mean, best) in series.items():
+        color = next(colors)
+        ax.plot(ms, np.asarray(mean, float), marker="o", ms=4, color=color, label=f"{name}: mean")
+        if best is not None:
+            ax.plot(ms, np.asarray(best, float), ls="--", color=color, lw=1, label=f"{name}: best")
+    styles = iter([("black", ":"), ("tab:orange", "-."), ("tab:olive", ":")])
+    for name, value in (lines or {}).items():
+        color, ls = next(styles)
+        ax.axhline(float(value), color=color, ls=ls, lw=1.2, label=name)
+    if len(ms) > 1 and ms.max() / max(ms.min(), 1) >= 20:
+        ax.set_xscale("log")
+    ax.set(xlabel="subspace dimension m", ylabel=ylabel, ylim=(-0.02, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def _image(a: np.ndarray) -> np.ndarray:
+    """``(C, H, W)``, ``(H, W)`` or flat square -> an ``(H, W)`` or ``(H, W, 3)`` array."""
+    a = np.asarray(a, dtype=float)
+    if a.ndim == 1:
+        side = int(round(np.sqrt(a.size)))
+        a = a.reshape(side, side) if side * side == a.size else a[None, :]
+    if a.ndim == 3:
+        a = a[0] if a.shape[0] != 3 else np.moveaxis(a, 0, -1)
+    return a
+
+
+def upi_figure(
+    images: Sequence[Sequence[np.ndarray | None]],
+    *,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    notes: Sequence[Sequence[str]] | None = None,
+    title: str = "",
+) -> Figure:
+    """Universal perturbations as images (000 Figs. 2, 6-10): one grid cell per perturbation.
+
+    Each perturbation is drawn with a diverging colormap symmetric about 0 (its own scale,
+    ``+-max|delta|``), first channel for multi-channel inputs other than RGB.
+
+    Args:
+        images: rows of perturbations ``(C, H, W)``, ``(H, W)`` or flat squares; ``None``
+            leaves a cell empty.
+        row_labels: one label per row (e.g. model and attribution method).
+        col_labels: one label per column (e.g. UPI-Grad, UPI-PCA, ...).
+        notes: optional text under each cell (e.g. the mean dissimilarity it reached).
+        title: figure title.
+
+    Returns:
+        The figure.
+    """
+    rows, cols = len(images), max((len(r) for r in images), default=0)
+    fig = Figure(figsize=(1.7 * cols + 0.8, 1.8 * rows + 0.6), layout="constrained")
+    for i, row in enumerate(images):
+        for j in range(cols):
+            ax = fig.add_subplot(rows, cols, i * cols + j + 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            img = row[j] if j < len(row) else None
+            if img is not None:
+                a = _image(img)
+                lim = float(np.abs(a).max()) or 1.0
+                ax.imshow(a, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            else:
+                ax.axis("off")
+            if i == 0 and j < len(col_labels):
+                ax.set_title(col_labels[j], fontsize=8)
+            if j == 0 and i < len(row_labels):
+                ax.set_ylabel(row_labels[i], fontsize=8)
+            if notes is not None and i < len(notes) and j < len(notes[i]) and notes[i][j]:
+                ax.set_xlabel(notes[i][j], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def correlation_heatmap_figure(
+    matrix: np.ndarray,
+    labels: Sequence[str],
+    *,
+    title: str = "",
+    vmin: float = -1.0,
+    vmax: float = 1.0,
+    annotate: bool = True,
+) -> Figure:
+    """Heatmap of a square matrix of cosines (000 Figs. 3-5, cross-correlation of UPIs).
+
+    Args:
+        matrix: ``(m, m)`` values, e.g. cosine similarities in ``[-1, 1]``.
+        labels: ``m`` names of the rows and columns.
+        title: figure title.
+        vmin: lower end of the colour scale.
+        vmax: upper end of the colour scale.
+        annotate: write each value in its cell (only up to 16 labels).
+
+    Returns:
+        The figure.
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    m = len(labels)
+    if matrix.shape != (m, m):
+        raise ValueError(f"`matrix` must be ({m}, {m}) for {m} labels; got {matrix.shape}.")
+    side = min(12.0, 2.5 + 0.45 * m)
+    fig = Figure(figsize=(side + 1.0, side), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(matrix, cmap="RdBu_r", vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(m), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(m), labels, fontsize=7)
+    if annotate and m <= 16:
+        for i in range(m):
+            for j in range(m):
+                v = matrix[i, j]
+                color = "white" if abs(v) > 0.6 * max(abs(vmin), abs(vmax)) else "black"
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color=color)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def attribution_maps_figure(
+    images: np.ndarray,
+    maps_before: dict[str, np.ndarray],
+    maps_after: dict[str, np.ndarray],
+    *,
+    perturbed: np.ndarray | None = None,
+    title: str = "",
+) -> Figure:
+    """Attribution maps of a few images before and after an attack (002 Figs. 1, 3a).
+
+    One row per image: the input, (optionally) the perturbed input, then for every method the
+    map at ``x`` and at ``x + delta``, drawn as pixel maps ``sum_c |a_c|`` (Ghorbani et al.) on
+    a common scale per (image, method).
+
+    Args:
+        images: ``(n, C, H, W)`` inputs in ``[0, 1]``.
+        maps_before: ``method -> (n, C, H, W)`` maps at the inputs.
+        maps_after: ``method -> (n, C, H, W)`` maps at the perturbed inputs (same keys).
+        perturbed: ``(n, C, H, W)`` perturbed inputs.
+        title: figure title.
+
+    Returns:
+        The figure.
+    """
+    images = np.asarray(images, dtype=float)
+    if set(maps_before) != set(maps_after):
+        raise ValueError(
+            "`maps_before` and `maps_after` must have the same methods; got "
+            f"{sorted(maps_before)} and {sorted(maps_after)}."
+        )
+    n = len(images)
+    cols = 1 + (perturbed is not None) + 2 * len(maps_before)
+    fig = Figure(figsize=(1.25 * cols + 0.4, 1.35 * n + 0.6), layout="constrained")
+
+    def pixel(a: np.ndarray) -> np.ndarray:
+        a = np.abs(np.asarray(a, dtype=float))
+        return a.sum(0) if a.ndim == 3 else a
+
+    for i in range(n):
+        panels = [("input", _image(images[i]), "gray", (0.0, 1.0))]
+        if perturbed is not None:
+            panels.append(("perturbed", _image(np.asarray(perturbed[i], float)), "gray", (0, 1)))
+        for name in maps_before:
+            b, a = pixel(maps_before[name][i]), pixel(maps_after[name][i])
+            top = float(max(b.max(), a.max())) or 1.0
+            panels.append((f"{name}\nbefore", b, "inferno", (0.0, top)))
+            panels.append((f"{name}\nafter", a, "inferno", (0.0, top)))
+        for j, (label, arr, cmap, (lo, hi)) in enumerate(panels):
+            ax = fig.add_subplot(n, cols, i * cols + j + 1)
+            if arr.ndim == 3:
+                ax.imshow(np.clip(arr, 0, 1))
+            else:
+                ax.imshow(arr, cmap=cmap, vmin=lo, vmax=hi)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(label, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

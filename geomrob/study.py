@@ -66,9 +66,11 @@ class StudyConfig(Result):
             :func:`geomrob.hvp`); ``None`` picks ``"exact"`` for smooth models and
             ``"finite_difference"`` for piecewise-linear ones (ReLU, max-pool), whose exact
             Hessian vanishes.
-        h: finite-difference step (``None``: ``0.1 ||r||`` per point).
+        h: finite-difference step in input units (``None``: ``0.1 ||r||`` per point).
+        h_scale: instead of ``h``, the step relative to each point's ``||r||`` (ablations).
         beta: softplus sharpness for ``mode="surrogate"``.
         sigma: smoothing scale for ``mode="smoothed"`` (``None``: ``0.1 ||r||``).
+        sigma_scale: instead of ``sigma``, the scale relative to each point's ``||r||``.
         n_samples: Stein samples per point for ``mode="smoothed"``.
         project: tangent projection in the averaged operator (001 averages raw Hessians).
         normalize: divide each Hessian by ``||grad F||``.
@@ -92,6 +94,8 @@ class StudyConfig(Result):
     beta: float | None = None
     sigma: float | None = None
     n_samples: int | None = None
+    h_scale: float | None = None
+    sigma_scale: float | None = None
     project: bool = False
     normalize: bool = False
     which: str = "LA"
@@ -121,6 +125,12 @@ class StudyConfig(Result):
         check_int(self.n_random, "n_random", low=1)
         check_real(self.uap_delta, "uap_delta", low=0.0, high=1.0, low_inclusive=False)
         check_int(self.uap_max_passes, "uap_max_passes", low=1)
+        for name, absolute in (("h", self.h), ("sigma", self.sigma)):
+            scale = getattr(self, f"{name}_scale")
+            if scale is not None:
+                check_real(scale, f"{name}_scale", low=0.0, low_inclusive=False)
+                if absolute is not None:
+                    raise ValueError(f"give `{name}` or `{name}_scale`, not both.")
 
     def resolved_mode(self, model: nn.Module) -> str:
         """The Hessian-vector product mode used for ``model``."""
@@ -128,9 +138,23 @@ class StudyConfig(Result):
             return self.mode
         return "finite_difference" if is_piecewise_linear(model) else "exact"
 
-    def hvp_options(self) -> dict[str, Any]:
-        """The options of the chosen mode, for :func:`curved_subspace` and the profile."""
-        return {"h": self.h, "beta": self.beta, "sigma": self.sigma, "n_samples": self.n_samples}
+    def hvp_options(self, points: BoundaryPoints | None = None) -> dict[str, Any]:
+        """The options of the chosen mode, for :func:`curved_subspace` and the profile; with
+        ``h_scale`` / ``sigma_scale``, per-point steps ``scale * ||r_i||`` of ``points``."""
+        opts = {"h": self.h, "beta": self.beta, "sigma": self.sigma, "n_samples": self.n_samples}
+        for name in ("h", "sigma"):
+            scale = getattr(self, f"{name}_scale")
+            if scale is not None and points is not None:
+                opts[name] = scale * points.r.flatten(1).norm(dim=1)
+        return opts
+
+    def _key(self) -> dict[str, Any]:
+        """The options that change S_c and K_S (the scales only when set: stable hashes)."""
+        key = {"h": self.h, "beta": self.beta, "sigma": self.sigma, "n_samples": self.n_samples}
+        for name in ("h_scale", "sigma_scale"):
+            if getattr(self, name) is not None:
+                key[name] = getattr(self, name)
+        return key
 
 
 @dataclass(frozen=True, eq=False)
@@ -333,7 +357,6 @@ def subspace_study(
     seed = config.seed
     base = {"model": model_fingerprint(model), "dtype": str(x_fit.dtype), "seed": seed}
     cache = _Cache(cache_dir, base)
-    hvp_kw = config.hvp_options()
     subspace_key = {
         "x_fit": tensor_fingerprint(x_fit),
         "mode": mode,
@@ -341,7 +364,7 @@ def subspace_study(
         "m": m_max,
         "project": config.project,
         "normalize": config.normalize,
-        **hvp_kw,
+        **config._key(),
     }
 
     with eval_mode(model):
@@ -359,7 +382,7 @@ def subspace_study(
                 which=config.which,
                 generator=seed,
                 progress=progress,
-                **hvp_kw,
+                **config.hvp_options(pts),
             )
             return {"points": _points_to_dict(pts), "subspace": _subspace_to_dict(sc)}
 
@@ -461,7 +484,7 @@ def subspace_study(
                 mode=mode,
                 generator=seed,
                 n_random=config.n_random,
-                **hvp_kw,
+                **config.hvp_options(pts),
             )
             return {k: v for k, v in asdict(prof).items()}
 

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from ._model import eval_mode, functional
 from ._random import as_generator, randn
+from ._threads import few_threads as _few_threads
 from ._validation import check_choice, check_finite, check_int, check_model, check_positive
 from .curvature.boundary import BoundaryPoints, boundary_points
 from .curvature.hvp import (
@@ -89,26 +90,6 @@ _PRODUCTS_PER_PASS = 2048
 
 # ---------------------------------------------------------------------------------------------
 # the Subspace result
-
-
-class _few_threads:  # noqa: N801 - used like torch.no_grad
-    """Run small LAPACK calls single-threaded (see ``lanczos._eigh_small``).
-
-    Multithreaded LAPACK on a small matrix gains nothing and, on a loaded machine, spin-waits:
-    measured 8 ms instead of 0.01 ms for the QR of a 6 x 3 matrix on two busy cores.
-    """
-
-    def __init__(self, numel: int) -> None:
-        self.small = numel <= 2**18
-
-    def __enter__(self) -> None:
-        self.threads = torch.get_num_threads()
-        if self.small and self.threads > 1:
-            torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        if torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)
 
 
 def _orthonormality_error(basis: Tensor) -> float:

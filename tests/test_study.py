@@ -118,3 +118,22 @@ def test_bad_inputs(data):
         subspace_study(net, x_fit, x_uap, x_eval[:0], CONFIG)
     with pytest.raises(TypeError, match="config"):
         subspace_study(net, x_fit, x_uap, x_eval, {"ms": (1,)})
+
+
+def test_relative_steps_match_the_default_step(data):
+    # h_scale = 0.1 is 0.1 ||r_i|| per point: the documented default of finite differences.
+    g = torch.Generator().manual_seed(2)
+    relu = nn.Sequential(nn.Linear(6, 24), nn.ReLU(), nn.Linear(24, 3)).to(DT)
+    with torch.no_grad():
+        for p in relu.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=DT))
+    base = {**CONFIG.to_dict(), "ms": (1, 3)}
+    default = subspace_study(relu, *data, StudyConfig(**base))
+    scaled = subspace_study(relu, *data, StudyConfig(**{**base, "h_scale": 0.1}))
+    assert default.mode == scaled.mode == "finite_difference"
+    torch.testing.assert_close(scaled.curved.values, default.curved.values)
+    torch.testing.assert_close(scaled.profile.per_point, default.profile.per_point)
+    coarse = subspace_study(relu, *data, StudyConfig(**{**base, "h_scale": 0.5}))
+    assert not torch.allclose(coarse.curved.values, default.curved.values)
+    with pytest.raises(ValueError, match="not both"):
+        StudyConfig(**{**base, "h": 0.1, "h_scale": 0.1})

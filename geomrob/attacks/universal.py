@@ -26,6 +26,7 @@ from .._io import model_fingerprint as _model_fingerprint
 from .._io import tensor_fingerprint as _fingerprint
 from .._model import check_inputs, eval_mode, functional
 from .._random import as_generator
+from .._threads import few_threads
 from .._validation import (
     check_batch,
     check_bounds,
@@ -648,7 +649,8 @@ def _uap_pass(
             if not unfooled:
                 continue
             # Per-image non-convergence is counted in `deepfool_failures`.
-            res = _deepfool(call, xs[j : j + 1], logits[j : j + 1], **deepfool_kw)
+            with few_threads(xs[j].numel(), limit=2**13):
+                res = _deepfool(call, xs[j : j + 1], logits[j : j + 1], **deepfool_kw)
             if bool(res.converged[0]):
                 v = _project(v + res.r[0], xi, p)
                 n_up += 1
