@@ -153,7 +153,7 @@ def part_a(model, args) -> dict[str, Any]:
                 "operator_matvec_s": t_mv,
                 "matvec_over_grad": t_mv / t_grad,
                 "note": {
-                    "exact": "jvp of grad, vmapped over points",
+                    "exact": "jvp of the batched gradient (one row per point and vector)",
                     "finite_difference": "2 gradients of n points",
                     "surrogate": "exact on the softplus copy of the ReLU twin (beta 10)",
                     "smoothed": f"hvp draws 2 n S = {2 * n * S} gradients per call; the operator "
