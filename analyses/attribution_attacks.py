@@ -7,11 +7,12 @@ attacked by Ghorbani et al.'s top-k attack and Dombrowski et al.'s manipulate at
 (:func:`geomrob.interpret.topk_attack`, :func:`~geomrob.interpret.manipulate_attack`; l-inf
 balls ``eps`` in ``{2, 4, 8, 16}/255``, gradients through a softplus surrogate ``--beta``, the
 label kept). The original and perturbed maps of the real model are compared with 002's four
-metrics (:func:`geomrob.cli.map_metrics`): top-k intersection (k-in) and Spearman's correlation
-(cor) of the pixel maps, mass-center dislocation in pixels (cdl) and cosine distance (cosd);
-each metric is averaged over the images at each ``eps`` and aggregated by the area under the
-curve against :math:`\\log_2 \\epsilon` (:func:`~geomrob.interpret.metrics.auc_log_eps`: at most 3
-for a metric in [0, 1]). Higher k-in / cor AUC and lower cdl / cosd AUC mean a more robust map.
+metrics (:func:`geomrob.interpret.metrics.robustness_metrics`): top-k intersection (k-in) and
+Spearman's correlation (cor) of the pixel maps, mass-center dislocation in pixels (cdl) and
+cosine distance (cosd); each metric is averaged over the images at each ``eps`` and aggregated
+by the area under the curve against :math:`\\log_2 \\epsilon`
+(:func:`~geomrob.interpret.metrics.auc_log_eps`: at most 3 for a metric in [0, 1]). Higher
+k-in / cor AUC and lower cdl / cosd AUC mean a more robust map.
 
 Exp. III (transfer): the perturbations found on SM by both attacks are applied to IG, SG and UG,
 and the same metrics measure how much those maps move (002 Fig. 3b, Table 6).
@@ -45,7 +46,6 @@ import _common as C
 import numpy as np
 import torch
 
-from geomrob.cli import METRICS, map_metrics
 from geomrob.interpret import (
     IntegratedGradients,
     Saliency,
@@ -55,7 +55,9 @@ from geomrob.interpret import (
     manipulate_attack,
     topk_attack,
 )
+from geomrob.interpret.metrics import ROBUSTNESS_METRICS as METRICS
 from geomrob.interpret.metrics import auc_log_eps
+from geomrob.interpret.metrics import robustness_metrics as map_metrics
 from geomrob.plotting import attribution_maps_figure, save_figure
 
 #: Methods of 002 Table 1, in its column order.

@@ -965,40 +965,6 @@ def _run_lipschitz(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- upi / attribution
 #: The four metrics of Wang et al. (NeurIPS 2020, 002 Sec. 5, Supp. C1), in 002's order.
-METRICS = ("k-in", "cor", "cdl", "cosd")
-
-
-def map_metrics(a: torch.Tensor, b: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    """002's four metrics between original maps ``a`` and perturbed maps ``b``, per image.
-
-    Top-k intersection (``k`` pixels) and Spearman's correlation of the pixel maps
-    ``sum_c |a_c|``, mass-center dislocation in pixels, cosine distance of the maps
-    (:mod:`geomrob.interpret.metrics`).
-
-    Args:
-        a: ``(B, C, H, W)`` maps at the clean inputs.
-        b: ``(B, C, H, W)`` maps at the perturbed inputs.
-        k: pixels of the top-k intersection.
-
-    Returns:
-        ``{"k-in", "cor", "cdl", "cosd"}`` -> ``(B,)`` values.
-
-    Example:
-        >>> a = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
-        >>> {q: [abs(round(v, 6)) for v in t.tolist()] for q, t in map_metrics(a, a, 3).items()}
-        {'k-in': [1.0, 1.0], 'cor': [1.0, 1.0], 'cdl': [0.0, 0.0], 'cosd': [0.0, 0.0]}
-    """
-    from .interpret import metrics as M
-
-    pa, pb = M.pixel_map(a), M.pixel_map(b)
-    return {
-        "k-in": M.topk_intersection(pa, pb, k),
-        "cor": M.spearman(pa, pb),
-        "cdl": M.mass_center_dislocation(a, b),
-        "cosd": M.cosine_distance(a, b),
-    }
-
-
 def _add_upi(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "upi",
@@ -1240,7 +1206,9 @@ def _run_attribution(args: argparse.Namespace) -> int:
     else:
         res = pgd_attack(model, x, method, steps=args.steps, **common)
     after = attribute(model, res.x_adv, method, target=label, generator=args.seed).attribution
-    values = map_metrics(clean, after, k)
+    from .interpret.metrics import robustness_metrics
+
+    values = robustness_metrics(clean, after, k)
     means = {q: float(torch.nanmean(v.double())) for q, v in values.items()}
     print(
         f"{args.attack} attack (eps {args.eps:.4g}, l{args.p}, {args.steps} steps) on "

@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from geomrob.cli import METRICS, main, map_metrics
+from geomrob.cli import main
+from geomrob.interpret.metrics import ROBUSTNESS_METRICS as METRICS
+from geomrob.interpret.metrics import robustness_metrics as map_metrics
 
 ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
 QUICK = ["--quick", "--quiet", "--size", "8"]

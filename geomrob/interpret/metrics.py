@@ -38,6 +38,8 @@ __all__ = [
     "mass_center",
     "mass_center_dislocation",
     "pixel_map",
+    "robustness_metrics",
+    "ROBUSTNESS_METRICS",
     "spearman",
     "topk_intersection",
 ]
@@ -367,3 +369,37 @@ def auc_log_eps(
         raise ValueError("`base` must not be 1.")
     t = (eps.log() / math.log(base)).to(values.dtype)
     return torch.trapezoid(values, t, dim=0)
+
+
+#: The short names of 002's four metrics, as :func:`robustness_metrics` returns them.
+ROBUSTNESS_METRICS = ("k-in", "cor", "cdl", "cosd")
+
+
+def robustness_metrics(a: Tensor, b: Tensor, k: int) -> dict[str, Tensor]:
+    """002's four metrics between original maps ``a`` and perturbed maps ``b``, per image.
+
+    Top-k intersection (``k`` pixels) and Spearman's correlation of the pixel maps
+    ``sum_c |a_c|``, mass-center dislocation in pixels, cosine distance of the maps
+    (the functions of this module).
+
+    Args:
+        a: ``(B, C, H, W)`` maps at the clean inputs.
+        b: ``(B, C, H, W)`` maps at the perturbed inputs.
+        k: pixels of the top-k intersection.
+
+    Returns:
+        ``{"k-in", "cor", "cdl", "cosd"}`` -> ``(B,)`` values.
+
+    Example:
+        >>> a = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+        >>> values = robustness_metrics(a, a, 3)
+        >>> {q: [abs(round(v, 6)) for v in t.tolist()] for q, t in values.items()}
+        {'k-in': [1.0, 1.0], 'cor': [1.0, 1.0], 'cdl': [0.0, 0.0], 'cosd': [0.0, 0.0]}
+    """
+    pa, pb = pixel_map(a), pixel_map(b)
+    return {
+        "k-in": topk_intersection(pa, pb, k),
+        "cor": spearman(pa, pb),
+        "cdl": mass_center_dislocation(a, b),
+        "cosd": cosine_distance(a, b),
+    }
