@@ -342,7 +342,8 @@ def part_c(args) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------- report
 def _load(part: dict[str, Any]) -> str:
     before, after = part.get("loadavg_before"), part.get("loadavg_after")
-    text = f" Load average before this part: {before}." if before else ""
+    text = f" Torch threads: {part['threads']}." if part.get("threads") else ""
+    text += f" Load average before this part: {before}." if before else ""
     return text + (f" After: {after}." if after else "")
 
 
@@ -481,18 +482,21 @@ def main(argv: list[str] | None = None) -> int:
             start = [round(x, 2) for x in os.getloadavg()]
             results["a"] = part_a(res.model, args)
             results["a"]["loadavg_before"] = start
+            results["a"]["threads"] = torch.get_num_threads()
             results["a"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
             print("(a) done", flush=True)
         if "b" in args.parts:
             start = [round(x, 2) for x in os.getloadavg()]
             results["b"] = part_b(res.model, args)
             results["b"]["loadavg_before"] = start
+            results["b"]["threads"] = torch.get_num_threads()
             results["b"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
             print("(b) done", flush=True)
     if "c" in args.parts:
         start = [round(x, 2) for x in os.getloadavg()]
         results["c"] = part_c(args)
         results["c"]["loadavg_before"] = start
+        results["c"]["threads"] = torch.get_num_threads()
         results["c"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
