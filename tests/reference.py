@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+import geomrob
 from geomrob._model import eval_mode
 
 
@@ -144,3 +145,25 @@ class Quadratic(nn.Module):
         x = x.flatten(1)
         f1 = x @ self.w - self.c + 0.5 * ((x @ self.A) * x).sum(1)
         return torch.stack([torch.zeros_like(f1), f1], dim=1)
+
+
+def train_digits_fcn(seed: int = 0, epochs: int = 15):
+    """A float64 ReLU fcn2 (width 32) fitted to the 8x8 digits by Adam: ~99% train accuracy,
+    ~1 s. Returns ``(net in eval mode, x, y)`` over the whole digits training split."""
+    ds = geomrob.data.load("digits", size=8)
+    x, y = ds.x.to(torch.float64), ds.y
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = geomrob.models.build("fcn2", input_shape=(1, 8, 8), num_classes=10, width=32)
+        net = net.to(torch.float64)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), 128):
+            idx = perm[i : i + 128]
+            loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval(), x, y

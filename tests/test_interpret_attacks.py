@@ -15,7 +15,7 @@ import math
 
 import pytest
 import torch
-from reference import assert_close
+from reference import assert_close, train_digits_fcn
 from torch import nn
 
 import geomrob
@@ -43,26 +43,6 @@ INF = float("inf")
 
 # ---------------------------------------------------------------------------------------------
 # problems
-
-
-def train_digits_fcn(seed: int = 0, epochs: int = 15):
-    """A ReLU fcn2 (width 32) fitted to the 8x8 digits by Adam: ~99% train accuracy, ~1 s."""
-    ds = geomrob.data.load("digits", size=8)
-    x, y = ds.x.to(DT), ds.y
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = geomrob.models.build("fcn2", input_shape=(1, 8, 8), num_classes=10, width=32).to(DT)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 128):
-            idx = perm[i : i + 128]
-            loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval(), x, y
 
 
 @pytest.fixture(scope="module")
