@@ -35,16 +35,10 @@ import torch
 
 from geomrob.interpret import input_hessian_ce, saliency
 from geomrob.interpret.attacks import pgd_attack
-from geomrob.interpret.metrics import (
-    auc_log_eps,
-    cosine_distance,
-    mass_center_dislocation,
-    pixel_map,
-    spearman,
-    topk_intersection,
-)
+from geomrob.interpret.metrics import ROBUSTNESS_METRICS, auc_log_eps, robustness_metrics
 from geomrob.plotting import save_figure
 
+#: Long names of 002's four metrics, in the order of ``ROBUSTNESS_METRICS`` (k-in, cor, cdl, cosd).
 METRICS = ("topk_intersection", "spearman", "mass_center_dislocation", "cosine_distance")
 LABELS = {
     "topk_intersection": "top-k intersection (higher: robust)",
@@ -84,12 +78,9 @@ def map_metrics(model: torch.nn.Module, x, x_adv, label, k: int) -> dict[str, np
     """The four metrics of 002 between the saliency maps at ``x`` and ``x_adv`` (per image)."""
     a = saliency(model, x, target=label).attribution
     b = saliency(model, x_adv, target=label).attribution
-    pa, pb = pixel_map(a), pixel_map(b)
+    values = robustness_metrics(a, b, k)
     return {
-        "topk_intersection": topk_intersection(pa, pb, k).numpy(),
-        "spearman": spearman(pa, pb).numpy(),
-        "mass_center_dislocation": mass_center_dislocation(a, b).numpy(),
-        "cosine_distance": cosine_distance(a, b).numpy(),
+        name: values[short].numpy() for name, short in zip(METRICS, ROBUSTNESS_METRICS, strict=True)
     }
 
 
