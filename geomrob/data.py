@@ -54,6 +54,7 @@ __all__ = [
     "DATASETS",
     "DIGITS_SIZES",
     "ENV_VAR",
+    "NATIVE_SIDES",
     "MD5SUMS",
     "SPLITS",
     "Dataset",
@@ -67,6 +68,8 @@ logger = logging.getLogger(__name__)
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10")
 #: Splits accepted by :func:`load`.
 SPLITS: tuple[str, ...] = ("train", "test")
+#: The native image side of each dataset (what ``size=None`` keeps).
+NATIVE_SIDES: dict[str, int] = {"digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 32}
 #: Image sides accepted for ``"digits"`` (``None`` means the native 8).
 DIGITS_SIZES: tuple[int, ...] = (8, 16, 28)
 #: Environment variable naming the data root(s).

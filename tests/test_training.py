@@ -84,11 +84,21 @@ def test_global_rng_untouched(tmp_path):
         ("lr", -1.0, "`lr` must be >"),
         ("batch_size", 2.5, "`batch_size` must be an int"),
         ("activation", "sigmoid", "`activation` must be one of"),
+        ("size", 0, "`size` must be >= 1"),
     ],
 )
 def test_bad_config(field, value, match):
     with pytest.raises((ValueError, TypeError), match=match):
         TrainConfig(**{field: value})
+
+
+def test_native_size_names_the_same_model():
+    # size=28 on MNIST is no resize: the same config, hash and cached model as size=None
+    a = TrainConfig.for_dataset("mnist", arch="cnn2", size=28)
+    b = TrainConfig.for_dataset("mnist", arch="cnn2")
+    assert a.size is None and a == b and a.to_dict() == b.to_dict()
+    assert TrainConfig.for_dataset("digits", size=8) == TrainConfig.for_dataset("digits")
+    assert TrainConfig.for_dataset("digits", size=16).size == 16
 
 
 def test_bad_config_type(tmp_path):

@@ -76,7 +76,14 @@ from torch import Tensor, nn
 
 from .._model import check_inputs, eval_mode, functional
 from .._random import as_generator, randn
-from .._validation import check_choice, check_int, check_model, check_positive, check_tensor
+from .._validation import (
+    check_batch,
+    check_choice,
+    check_int,
+    check_model,
+    check_positive,
+    check_tensor,
+)
 from ..models.surrogate import is_piecewise_linear, softplus_surrogate
 from .boundary import BoundaryPoints
 
@@ -197,7 +204,10 @@ def _setup(
         if n == 0 and allow_empty:
             num_classes = 0
         else:
-            num_classes = check_inputs(net, z, "points.z", warn_probs=False).shape[1]
+            # every point is checked (finite, dtype, device); one forward pass gives the
+            # number of classes: a pass over all n would cost a third of a batched gradient
+            z = check_batch(z, "points.z")
+            num_classes = check_inputs(net, z[:1], "points.z", warn_probs=False).shape[1]
     label, adv = points.label, points.adv_label
     for name, t in (("points.label", label), ("points.adv_label", adv)):
         if t.shape != (n,) or t.is_floating_point():

@@ -49,7 +49,8 @@ class TrainConfig(Result):
     Attributes:
         arch: zoo architecture, see :data:`geomrob.models.ARCHITECTURES`.
         dataset: dataset name, see :data:`geomrob.data.DATASETS`.
-        size: image side passed to :func:`geomrob.data.load` (``None``: native).
+        size: image side passed to :func:`geomrob.data.load` (``None``: native; the native
+            side itself is stored as ``None``, so both name one model).
         activation: ``"relu" | "softplus" | "tanh" | "gelu"``.
         beta: softplus sharpness when ``activation="softplus"``.
         optimizer: ``"adam"`` or ``"sgd"`` (with Nesterov momentum).
@@ -103,6 +104,11 @@ class TrainConfig(Result):
         check_int(self.epochs, "epochs", low=1)
         check_int(self.batch_size, "batch_size", low=1)
         check_int(self.seed, "seed", low=0)
+        if self.size is not None:
+            check_int(self.size, "size", low=1)
+            if self.size == _data.NATIVE_SIDES[self.dataset]:
+                # the native side is no resize: one config (and one cached model) for both
+                object.__setattr__(self, "size", None)
         if self.train_size is not None:
             check_int(self.train_size, "train_size", low=1)
         if self.ssr_beta is None:
