@@ -18,6 +18,12 @@ whether these diverse vectors are also universal: their fooling rates. For conte
 the same is measured for ``--k`` vectors of :math:`S_f` (same ``m``, same norm) and of
 isotropic noise in ``R^d`` (same norm).
 
+001 does not say from which ``m`` its Fig. 9 draws. So that the trade-off is visible, the
+same ``--k`` draws are repeated for every ``m`` of the study (``--ms``; its largest is the
+number of eigenvectors of :math:`S_c`): mean and max ``|cos|``, the fraction of pairs below
+0.1, and the mean and best fooling rate of the ``k`` vectors of :math:`S_c` (the ``sweep``
+table and the figure's right panel). Diversity grows with ``m``, universality falls.
+
     python analyses/diversity.py                                  # digits, lenet
     python analyses/diversity.py --dataset mnist --arch lenet --n 100
     python analyses/diversity.py --dataset fashion-mnist --arch lenet --n 100 --m 20
@@ -76,6 +82,23 @@ def compute(args: argparse.Namespace, name: str) -> None:
         arrays[f"cosines_{key}"] = div.cosines.numpy()
         arrays[f"rates_{key}"] = rates.numpy()
     arrays["vectors"] = sets["curved"].reshape(args.k, *x.shape[1:]).cpu().float().numpy()
+    sweep = []
+    for mm in res.config.ms:
+        V = sample_subspace(res.curved.first(mm), args.k, res.norm, generator=gen)
+        V = V.to(x.device, x.dtype)
+        div = diversity(V, m=mm)
+        rates = fooling_rates(st.model, x, V).cpu()
+        sweep.append(
+            {
+                "m": mm,
+                "max_abs": div.max_abs,
+                "mean_abs": div.mean_abs,
+                "expected_abs": div.expected_abs,
+                "fraction_below_threshold": float((div.cosines.abs() < THRESHOLD).double().mean()),
+                "mean_rate": float(rates.mean()),
+                "best_rate": float(rates.max()),
+            }
+        )
     results = {
         "dataset": args.dataset,
         "arch": args.arch,
@@ -90,6 +113,7 @@ def compute(args: argparse.Namespace, name: str) -> None:
         "uap_rate": res.uap_rate,
         "threshold": THRESHOLD,
         "sets": out,
+        "sweep": sweep,
     }
     C.save(name, args, results, arrays)
 
@@ -102,8 +126,12 @@ def plot(record: dict, arrays: dict[str, np.ndarray], path: Path) -> Path:
     k = len(V)
     cols = min(5, k)
     rows = -(-k // cols)
-    fig = Figure(figsize=(2.0 * cols + 4.6, 2.1 * rows + 0.6), layout="constrained")
-    grid = fig.add_gridspec(1, 2, width_ratios=[cols, 2.6])
+    sweep = res.get("sweep")
+    extra = 2.6 if sweep else 0.0
+    fig = Figure(figsize=(2.0 * cols + 4.6 + 2 * extra, 2.1 * rows + 0.6), layout="constrained")
+    grid = fig.add_gridspec(
+        1, 3 if sweep else 2, width_ratios=[cols, 2.6] + ([2.6] if sweep else [])
+    )
     sub = grid[0, 0].subgridspec(rows, cols, wspace=0.05, hspace=0.25)
     vmax = float(np.abs(V).max()) or 1.0
     for i in range(k):
@@ -137,6 +165,17 @@ def plot(record: dict, arrays: dict[str, np.ndarray], path: Path) -> Path:
     ax.plot([], [], color="black", ls=":", label=f"001's |cos| < {res['threshold']}")
     ax.set(xlabel="normalised inner product of two perturbations", ylabel="pairs")
     ax.legend(fontsize=7, loc="upper left")
+    if sweep:
+        ax = fig.add_subplot(grid[0, 2])
+        ms = [r["m"] for r in sweep]
+        ax.plot(ms, [r["mean_abs"] for r in sweep], "o-", color="C3", label="mean |cos|")
+        ax.plot(ms, [r["max_abs"] for r in sweep], "s--", color="C3", label="max |cos|")
+        ax.plot(ms, [r["mean_rate"] for r in sweep], "o-", color="C2", label="fooling rate, mean")
+        ax.plot(ms, [r["best_rate"] for r in sweep], "^:", color="C2", label="fooling rate, best")
+        ax.axhline(res["threshold"], color="black", ls=":", lw=1)
+        ax.set(xscale="log", xlabel="m (dimension of S_c drawn from)", ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
     fig.suptitle(
         f"{res['k']} random vectors of S_c (m={res['m']}) of {res['arch']} on {res['dataset']}, "
         f"norm {res['norm']:.3g} = rho_rand/5; fooling rates on {res['n_eval']} unseen images",
@@ -162,6 +201,19 @@ def table(results: dict) -> str:
             f"{s['fraction_below_threshold']:.2f} | {s['mean_rate']:.3f} "
             f"({s['worst_rate']:.3f}-{s['best_rate']:.3f}) |"
         )
+    sweep = results.get("sweep") or []
+    if sweep:
+        lines += [
+            "",
+            "| m | max abs cos | mean abs cos | E abs cos | pairs below 0.1 | S_c fooling mean | "
+            "best |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {r['m']} | {r['max_abs']:.3f} | {r['mean_abs']:.3f} | {r['expected_abs']:.3f} | "
+            f"{r['fraction_below_threshold']:.2f} | {r['mean_rate']:.3f} | {r['best_rate']:.3f} |"
+            for r in sweep
+        ]
     return (
         "\n".join(lines) + f"\n\n{results['k']} vectors each, m = {results['m']} (S_c, S_f), norm "
         f"{results['norm']:.4f} = rho_rand / 5, on {results['n_eval']} unseen images of "

@@ -191,6 +191,14 @@ def test_diversity_quick(tmp_path: Path, run_dir: Path) -> None:
     m = res["m"]
     expected = math.exp(math.lgamma(m / 2) - math.lgamma((m + 1) / 2)) / math.sqrt(math.pi)
     assert res["sets"]["curved"]["expected_abs"] == pytest.approx(expected)
+    # the sweep over the study's dimensions: m = 1 gives +-u (|cos| = 1), then E|cos| falls
+    sweep = res["sweep"]
+    assert [r["m"] for r in sweep] == sorted({r["m"] for r in sweep}) and sweep[0]["m"] == 1
+    assert sweep[0]["mean_abs"] == pytest.approx(1.0)
+    assert sweep[0]["expected_abs"] == pytest.approx(1.0)
+    assert all(0 <= r["mean_abs"] <= r["max_abs"] <= 1 + 1e-12 for r in sweep)
+    assert all(_rate(r["mean_rate"]) and r["mean_rate"] <= r["best_rate"] for r in sweep)
+    assert np.all(np.diff([r["expected_abs"] for r in sweep]) < 0)
     # re-plot from the saved file without recomputing
     _script("diversity").main(["--plot-only", "--quick", "--quiet", "--out", str(tmp_path)])
 
