@@ -323,7 +323,7 @@ def subspace_study(
     4. the 2017 UAP algorithm on ``x_uap`` at that norm (l2), resumable pass by pass;
     5. fooling rates on ``x_eval`` of ``n_vectors`` random vectors of that norm from
        :math:`S_c`, :math:`S_f` and a random subspace, for each ``m`` in ``ms``
-       (:func:`~geomrob.subspaces.subspace_fooling`, uncached: forward passes only);
+       (:func:`~geomrob.subspaces.subspace_fooling`);
     6. :math:`K_S` on the boundary points of the first ``n_curvature`` points of ``x_eval``,
        along :math:`S_c` and random subspaces (:func:`~geomrob.subspaces.curvature_profile`).
 
@@ -459,16 +459,29 @@ def subspace_study(
         uap_rate = fooling_rate(model, x_eval, v)
 
         # 5. random vectors of S_c, S_f and a random subspace
-        t0 = time.perf_counter()
-        baseline = random_subspace(d, m_max, generator=seed + 1, dtype=x_eval.dtype)
-        baseline = Subspace(basis=baseline.basis.to(x_eval.device), values=None, kind="random")
-        rates = {
-            name: subspace_fooling(
-                model, x_eval, s, config.ms, norm, n_vectors=config.n_vectors, generator=seed
-            )
-            for name, s in (("curved", curved), ("normal", normal), ("random", baseline))
+        def fooling_stage() -> dict:
+            baseline = random_subspace(d, m_max, generator=seed + 1, dtype=x_eval.dtype)
+            baseline = Subspace(basis=baseline.basis.to(x_eval.device), values=None, kind="random")
+            out = {}
+            for name, s in (("curved", curved), ("normal", normal), ("random", baseline)):
+                res = subspace_fooling(
+                    model, x_eval, s, config.ms, norm, n_vectors=config.n_vectors, generator=seed
+                )
+                out[name] = {**asdict(res), "ms": res.ms.cpu(), "rates": res.rates.cpu()}
+            return out
+
+        fooling_key = {
+            **subspace_key,
+            **eval_key,
+            "x_uap": tensor_fingerprint(x_uap),
+            "norm": norm,
+            "ms": list(config.ms),
+            "n_vectors": config.n_vectors,
         }
-        cache.seconds["fooling"] = time.perf_counter() - t0
+        rates = {
+            name: SubspaceFooling(**row)
+            for name, row in cache.get("fooling", fooling_key, fooling_stage).items()
+        }
 
         # 6. K_S on unseen points
         x_curv = x_eval[: config.n_curvature]

@@ -66,14 +66,26 @@ def test_cache_resumes_stage_by_stage(data, tmp_path):
     net = smooth_net()
     first = subspace_study(net, *data, CONFIG, cache_dir=tmp_path)
     files = sorted(p.name.split("-")[0] for p in tmp_path.glob("*.pt"))
-    assert files == ["curved", "normals", "profile", "rho_rand", "uap", "uap"]  # + UAP state
+    # + UAP state
+    assert files == ["curved", "fooling", "normals", "profile", "rho_rand", "uap", "uap"]
     (next(tmp_path.glob("profile-*.pt"))).unlink()
     second = subspace_study(net, *data, CONFIG, cache_dir=tmp_path)
     assert second.seconds["curved"] == 0.0 and second.seconds["uap"] == 0.0
+    assert second.seconds["fooling"] == 0.0
     assert second.seconds["profile"] > 0.0
     torch.testing.assert_close(second.curved.basis, first.curved.basis)
     torch.testing.assert_close(second.profile.per_point, first.profile.per_point)
-    torch.testing.assert_close(second.curved_fooling.rates, first.curved_fooling.rates)
+    for name in ("curved_fooling", "normal_fooling", "random_fooling"):
+        a, b = getattr(second, name), getattr(first, name)
+        torch.testing.assert_close(a.rates, b.rates)
+        torch.testing.assert_close(a.ms, b.ms)
+        assert (a.norm, a.n_points) == (b.norm, b.n_points)
+    # another number of random vectors is another fooling stage, the rest is reused
+    more = subspace_study(
+        net, *data, StudyConfig(**{**CONFIG.to_dict(), "n_vectors": 4}), cache_dir=tmp_path
+    )
+    assert more.seconds["fooling"] > 0.0 and more.seconds["curved"] == 0.0
+    assert more.curved_fooling.rates.shape[1] == 4
     assert second.uap_history == first.uap_history
     # Another model misses the cache instead of reading the first one's results.
     other = subspace_study(smooth_net(seed=9), *data, CONFIG, cache_dir=tmp_path)
