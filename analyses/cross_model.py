@@ -21,7 +21,7 @@ import torch
 from geomrob.attacks import deepfool, lbfgs
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = C.parser(__doc__.splitlines()[0], dataset="digits", n=300)
     p.add_argument("--archs", nargs="+", default=["fcn2", "lenet", "cnn2"])
     p.add_argument("--attack", default="deepfool", choices=("deepfool", "lbfgs"))
@@ -31,7 +31,7 @@ def main() -> None:
         default=0.1,
         help="also rows with the examples scaled to this distortion (0: none)",
     )
-    args = p.parse_args()
+    args = p.parse_args(argv)
     C.setup(args)
     name = f"cross_model_{args.dataset}"
     if not args.plot_only:

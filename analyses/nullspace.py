@@ -44,14 +44,14 @@ FAR = (1e3, 1e6)
 N_DIRECTIONS = 16
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = C.parser(__doc__.splitlines()[0], dataset="digits", n=200)
     p.add_argument("--arch", nargs="+", default=["fcn2", "cnn2", "lenet"])
     p.add_argument("--pairs", type=int, default=100, help="pairs (x, x') for the conjecture")
     p.add_argument("--lam", type=float, default=1e-2, help="weight of ||x* - x||^2")
     p.add_argument("--steps", type=int, default=300, help="Adam steps")
     p.add_argument("--lr", type=float, default=1e-2, help="Adam step size")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     C.setup(args)
     name = f"nullspace_{args.dataset}"
     if not args.plot_only:

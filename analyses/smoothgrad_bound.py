@@ -48,14 +48,14 @@ PAIRS = ("near, random direction", "near, gradient direction", "random pairs")
 SHORT = dict(zip(PAIRS, ("near_random", "near_gradient", "random_pairs"), strict=True))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = C.parser(__doc__.splitlines()[0], dataset="digits", n=100)
     p.add_argument("--arch", default="cnn2")
     p.add_argument("--sigmas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4])
     p.add_argument("--samples", type=int, default=256, help="Monte Carlo draws per point")
     p.add_argument("--near", type=float, default=0.25, help="near pairs at distance NEAR*sigma")
     p.add_argument("--chunk", type=int, default=8192, help="points per forward/backward pass")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     C.setup(args)
     name = f"smoothgrad_bound_{args.dataset}_{args.arch}"
     if not args.plot_only:

@@ -23,7 +23,8 @@ The scale: 002 used ``beta = 0.3, s = 1e6`` on CIFAR-10 in [0, 255]; an input He
 units is 255^2 times larger, so that setting reads ``s = 15`` here (the default).
 
     python analyses/ssr.py                                       # digits, cnn2, about a minute
-    python analyses/ssr.py --dataset mnist --arch lenet --n 500  # needs the MNIST files
+    python analyses/ssr.py --dataset mnist --arch cnn2 --n 200 --train-size 12000
+                                            # MNIST; SSR training costs about 5x natural
     python analyses/ssr.py --quick                               # seconds
 """
 
@@ -48,7 +49,7 @@ LABELS = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = C.parser(__doc__.splitlines()[0], dataset="digits", n=100)
     p.add_argument("--arch", default="cnn2")
     p.add_argument("--ssr-beta", type=float, default=0.3, help="SSR penalty beta (002: 0.3)")
@@ -63,7 +64,20 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30, help="PGD iterations")
     p.add_argument("--k", type=int, default=8, help="pixels of the top-k intersection")
     p.add_argument("--surrogate-beta", type=float, default=10.0, help="softplus beta of the attack")
-    args = p.parse_args()
+    p.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="train both models on the same seeded subset of this many images (default: all)",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=None, help="epochs of both models (default: the recipe's)"
+    )
+    args = p.parse_args(argv)
+    for flag in ("train_size", "epochs", "steps", "k", "n"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            p.error(f"--{flag.replace('_', '-')} must be >= 1; got {value}.")
     C.setup(args)
     name = f"ssr_{args.dataset}_{args.arch}"
     if not args.plot_only:
@@ -140,11 +154,14 @@ def compute(args, name: str) -> None:
     n = min(args.n, len(test), 20 if args.quick else args.n)
     x, y = test.x[:n].to(args.device), test.y[:n]
     arrays: dict[str, np.ndarray] = {"x": x.cpu().numpy(), "y": y.numpy()}
-    models = {
-        "natural": C.model(args, args.arch),
-        "ssr": C.model(args, args.arch, ssr_beta=args.ssr_beta, ssr_scale=args.ssr_scale),
+    recipe = {
+        k: v for k, v in (("train_size", args.train_size), ("epochs", args.epochs)) if v is not None
     }
-    results = {"n": n, "arch": args.arch, "eps": list(args.eps), "models": {}}
+    models = {
+        "natural": C.model(args, args.arch, **recipe),
+        "ssr": C.model(args, args.arch, ssr_beta=args.ssr_beta, ssr_scale=args.ssr_scale, **recipe),
+    }
+    results = {"n": n, "arch": args.arch, "eps": list(args.eps), "recipe": recipe, "models": {}}
     for tag, model in models.items():
         results["models"][tag] = evaluate(args, model.eval(), x, y, tag, arrays)
     C.save(name, args, results, arrays)
