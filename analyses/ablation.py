@@ -18,6 +18,8 @@ references. All stages are cached in <run-dir>/study (shared with the other scri
 
     python analyses/ablation.py                                   # digits, a few minutes
     python analyses/ablation.py --dataset mnist --arch lenet       # the README's ablation
+    python analyses/ablation.py --dataset mnist --arch lenet --variants "default (FD, h=0.1|r|)" \
+        "n=25"                                        # adds one variant to the saved table
 """
 
 from __future__ import annotations
@@ -79,9 +81,35 @@ def _variant_args(args: argparse.Namespace, changes: dict) -> argparse.Namespace
     return ns
 
 
+#: Flags that do not change a variant's numbers (a saved run with other values is merged).
+NEUTRAL_FLAGS = ("variants", "quiet", "plot_only", "out", "run_dir")
+
+
+def _previous_rows(args: argparse.Namespace, name: str) -> dict[str, dict]:
+    """The variants of a saved run with the same settings and reference, else nothing.
+
+    Variants are expensive (a curved stage and a K_S profile each), so a run with a subset of
+    ``--variants`` adds to the saved table instead of replacing it; the reference (the first
+    variant, against which the cosines are measured) must be the same.
+    """
+    path = Path(args.out) / f"{name}.json"
+    if not path.exists():
+        return {}
+    record, _ = C.load(name, args)
+    mine = {k: v for k, v in vars(args).items() if k not in NEUTRAL_FLAGS}
+    theirs = {k: v for k, v in record["config"].items() if k not in NEUTRAL_FLAGS}
+    res = record["results"]
+    if mine != theirs or res.get("reference") != args.variants[0]:
+        return {}
+    return dict(res["variants"])
+
+
 def compute(args: argparse.Namespace, name: str) -> None:
-    """Run the study of every variant; saved as ``<name>.json``."""
-    rows = {}
+    """Run the study of every variant; saved as ``<name>.json``, merged with a saved run of
+    the same settings and reference (see :func:`_previous_rows`)."""
+    rows = _previous_rows(args, name)
+    if rows:
+        C.log.info("ablation: adding to the saved variants %s", list(rows))
     reference = None
     for label in args.variants:
         ns = _variant_args(args, VARIANTS[label])
@@ -117,7 +145,9 @@ def compute(args: argparse.Namespace, name: str) -> None:
             flush=True,
         )
     # the JSON's keys are sorted: "order" keeps the variants' order for the table and figure
-    C.save(name, args, {"reference": args.variants[0], "order": args.variants, "variants": rows})
+    # (the reference first, then the order of VARIANTS)
+    order = [args.variants[0]] + [v for v in VARIANTS if v in rows and v != args.variants[0]]
+    C.save(name, args, {"reference": args.variants[0], "order": order, "variants": rows})
 
 
 def _rows(s: dict) -> dict[str, dict]:

@@ -404,3 +404,12 @@ def test_ablation_quick(tmp_path: Path, run_dir: Path) -> None:
     assert min(var["cosines_with_reference"]) < 1 - 1e-4
     for key in ("norm", "normal_mean", "uap_rate", "test_accuracy"):
         assert var[key] == ref[key]
+    # a later run with another variant adds to the saved table (reference first, then the
+    # order of VARIANTS); one with other settings replaces it
+    _run("ablation", tmp_path, run_dir, "--variants", variants[0], "n=25")
+    merged = _record(tmp_path, "ablation_digits_lenet")
+    assert merged["order"] == [variants[0], "FD h=0.5|r|", "n=25"]
+    assert merged["variants"]["FD h=0.5|r|"] == var
+    assert merged["variants"]["n=25"]["n_fit"] == 25
+    _run("ablation", tmp_path, run_dir, "--variants", variants[0], "--n-vectors", "3")
+    assert _record(tmp_path, "ablation_digits_lenet")["order"] == [variants[0]]
