@@ -21,6 +21,11 @@ Sec. 4: "all the perturbations were scaled such that the norm value" is ``eps``;
 fit reached is saved as ``fitted_norm``). The per-image attacks are evaluated as returned
 (inside the ball, ``mean_norm``), since scaling them up could change their labels.
 
+UPI-PCA computes its rows once and then runs the stochastic power method over them for
+``--power-epochs`` passes (100: they cost no gradients); each UPI-PCA row records its
+``optimality``, the final Rayleigh quotient of 000 Eq. 8 over the exact top eigenvalue of
+``G^T G / n`` (1 = the top right singular vector of 000 Prop. 2 was reached).
+
 Universal perturbations are fitted on ``--n-fit`` training images and every row is evaluated on
 ``--n`` held-out test images with 000 Eq. 9, :math:`\\|I(x) - I(x')\\|_2 / \\|I(x)\\|_2`
 (:func:`~geomrob.interpret.universal_dissimilarity`, mean as in Table 1) and the label-change
@@ -152,7 +157,13 @@ def add_upi_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--archs", nargs="+", default=["cnn2", "fcn2"], help="zoo models")
     g.add_argument("--n-fit", type=int, default=100, help="training images the UPIs are fit on")
     g.add_argument("--eps", type=float, default=100 / 256, help="l2 radius (000: 100/256)")
-    g.add_argument("--epochs", type=int, default=5, help="passes of UPI-Grad / UPI-PCA / UAP")
+    g.add_argument("--epochs", type=int, default=5, help="passes of UPI-Grad and the UAP")
+    g.add_argument(
+        "--power-epochs",
+        type=int,
+        default=100,
+        help="passes of UPI-PCA's power method over its precomputed rows (no gradients)",
+    )
     g.add_argument("--batch-size", type=int, default=32, help="minibatch of the UPI algorithms")
     g.add_argument("--pgd-steps", type=int, default=10, help="per-image PGD iterations (000: 150)")
     g.add_argument("--ig-steps", type=int, default=8, help="Riemann steps of IG (000 Eq. 2)")
@@ -161,7 +172,7 @@ def add_upi_options(p: argparse.ArgumentParser) -> None:
 
 def check_upi_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject non-positive sizes and budgets; shrink them with ``--quick``."""
-    for name in ("n", "n_fit", "epochs", "batch_size", "pgd_steps", "ig_steps"):
+    for name in ("n", "n_fit", "epochs", "power_epochs", "batch_size", "pgd_steps", "ig_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}.")
     for name in ("eps", "beta"):
@@ -190,21 +201,34 @@ def images(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
     return train_set.x[tr].to(args.device), test_set.x[te].to(args.device)
 
 
-def fit_upis(net, x_fit: torch.Tensor, method, args: argparse.Namespace, seed: int) -> dict:
-    """UPI-Grad and UPI-PCA (grad / FGM / PGD rows) of one model and map: ``row -> delta``."""
-    common = dict(
-        eps=args.eps,
-        method=method,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        surrogate=args.beta,
-    )
-    out = {"upi_grad": upi_grad(net, x_fit, generator=seed, **common).delta}
+def fit_upis(
+    net,
+    x_fit: torch.Tensor,
+    method,
+    args: argparse.Namespace,
+    seed: int,
+    optimality: dict | None = None,
+) -> dict:
+    """UPI-Grad and UPI-PCA (grad / FGM / PGD rows) of one model and map: ``row -> delta``.
+
+    ``optimality``, when given, receives each UPI-PCA row's power-method optimality (its final
+    Rayleigh quotient over the exact top eigenvalue: 1 at 000 Prop. 2's solution).
+    """
+    common = dict(eps=args.eps, method=method, batch_size=args.batch_size, surrogate=args.beta)
+    out = {"upi_grad": upi_grad(net, x_fit, generator=seed, epochs=args.epochs, **common).delta}
     for row, variant in (("upi_pca", "grad"), ("upi_pca_fgm", "fgm"), ("upi_pca_pgd", "pgd")):
         res = upi_pca(
-            net, x_fit, variant=variant, steps=args.pgd_steps, generator=seed + 1, **common
+            net,
+            x_fit,
+            variant=variant,
+            steps=args.pgd_steps,
+            epochs=args.power_epochs,
+            generator=seed + 1,
+            **common,
         )
         out[row] = res.delta
+        if optimality is not None:
+            optimality[row] = res.optimality
     return out
 
 
@@ -286,13 +310,16 @@ def compute(args: argparse.Namespace, name: str) -> None:
                 )
                 rows[kind] = evaluate(net, x_eval, res.delta, method, args.seed)
                 rows[kind]["mean_norm"] = float(res.norm.mean())
-            deltas = fit_upis(net, x_fit, method, args, args.seed)
+            optimality: dict = {}
+            deltas = fit_upis(net, x_fit, method, args, args.seed, optimality)
             deltas["classification_uap"] = uap
             for kind, delta in deltas.items():
                 fitted = float(delta.norm())
                 delta = to_sphere(delta, args.eps)
                 rows[kind] = evaluate(net, x_eval, delta, method, args.seed)
                 rows[kind]["fitted_norm"] = fitted
+                if kind in optimality:
+                    rows[kind]["optimality"] = optimality[kind]
                 arrays[f"{arch}__{key}__{kind}"] = delta.detach().cpu().float().numpy()
             entry["rows"][key] = rows
             entry["seconds"][key] = time.perf_counter() - t1
@@ -329,12 +356,23 @@ def table(results: dict, dataset: str) -> str:
                 ]
             lines.append(f"| {label} | {attack} | {kind} | " + " | ".join(cells) + " |")
     acc = ", ".join(f"{a} {results['models'][a]['test_accuracy']:.3f}" for a in archs)
+    opt = "; ".join(
+        f"{a} {key} "
+        + " ".join(
+            f"{row.removeprefix('upi_pca').lstrip('_') or 'grad'} {r['optimality']:.3f}"
+            for row, r in results["models"][a]["rows"][key].items()
+            if r.get("optimality") is not None
+        )
+        for a in archs
+        for key in METHODS
+    )
     return (
         "\n".join(lines)
         + f"\n\n{dataset}, input {results['input_shape']}, eps = {results['eps']:.4f} (l2), "
         f"UPIs fit on {results['n_fit']} training images, evaluated on {results['n_eval']} "
         f"held-out test images; test accuracy {acc}. '-': no number in 000. Per-image attacks "
-        "keep the label by construction (000's per-image PGD does not)."
+        "keep the label by construction (000's per-image PGD does not). UPI-PCA power-method "
+        f"optimality (final Rayleigh quotient / top eigenvalue, 1 = converged): {opt}."
     )
 
 

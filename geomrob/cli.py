@@ -985,7 +985,13 @@ def _add_upi(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     g.add_argument("--p", default="2", choices=("2", "inf"), help="norm of the ball")
     g.add_argument("--n-fit", type=int, default=256, help="training images to fit on")
     g.add_argument("--n-eval", type=int, default=256, help="held-out test images")
-    g.add_argument("--upi-epochs", type=int, default=10, help="passes of the UPI algorithm")
+    g.add_argument(
+        "--upi-epochs",
+        type=int,
+        default=None,
+        help="passes of the UPI algorithm (default 10 for UPI-Grad; 100 for UPI-PCA, whose "
+        "passes run over precomputed rows and cost no gradients)",
+    )
     g.add_argument("--upi-batch-size", type=int, default=32)
     g.add_argument("--pgd-steps", type=int, default=20, help="per-image PGD rows (variant pgd)")
     g.add_argument("--ig-steps", type=int, default=20, help="Riemann steps of IG")
@@ -1027,6 +1033,8 @@ def _run_upi(args: argparse.Namespace) -> int:
     from .interpret import attribute, random_noise, universal_dissimilarity, upi_grad, upi_pca
     from .plotting import attribution_maps_figure, save_figure, upi_figure
 
+    if args.upi_epochs is None:
+        args.upi_epochs = 10 if args.algorithm == "grad" else 100
     _positive(args, "eps", "n_fit", "n_eval", "upi_epochs", "upi_batch_size", "pgd_steps")
     _positive(args, "ig_steps", "surrogate_beta")
     t0 = time.perf_counter()
@@ -1066,7 +1074,13 @@ def _run_upi(args: argparse.Namespace) -> int:
     base = universal_dissimilarity(model, held, noise, method, p=p, generator=args.seed)
     print(
         f"{name} ({args.method}, eps {args.eps:.4g}, l{args.p}) fitted on {len(fit)} training "
-        f"images (norm reached {fitted:.4g}, scaled to eps): on {len(held)} held-out images mean "
+        f"images (norm reached {fitted:.4g}"
+        + (
+            ""
+            if res.optimality is None
+            else f", power-method optimality {res.optimality:.3f} of the top singular value"
+        )
+        + f", scaled to eps): on {len(held)} held-out images mean "
         f"dissimilarity {ev.mean:.4f} (median {ev.median:.4f}), label change rate "
         f"{ev.label_change_rate:.4f}; universal random noise: {base.mean:.4f}, "
         f"{base.label_change_rate:.4f}"

@@ -100,6 +100,25 @@ def test_power_method_finds_the_top_right_singular_vector(project, batch_size):
     s1 = torch.linalg.svdvals(G)[0]
     assert_close(res.history[-1], s1**2 / 40, rtol=tol)  # Rayleigh quotient of M = G^T G / n
     assert res.alpha == pytest.approx(40 / float(G.pow(2).sum()), rel=1e-12)
+    # the exact top eigenvalue and the optimality the iteration reached
+    assert res.top_value == pytest.approx(float(s1) ** 2 / 40, rel=1e-12)
+    assert res.optimality == pytest.approx(1.0, abs=tol)
+    # one pass from a tiny start is far from the optimum, and says so
+    short = stochastic_power_method(G, eps=3.0, epochs=1, batch_size=40, generator=0)
+    assert short.optimality < 0.99
+
+
+def test_power_method_optimality_bounds_the_cosine():
+    """q = Rayleigh / lambda_1 gives cos^2(d, u_1) >= (q - r) / (1 - r); r = l_2 / l_1."""
+    G = spectrum_rows()
+    lam = torch.linalg.svdvals(G) ** 2 / len(G)
+    r = float(lam[1] / lam[0])
+    top = top_right_singular_vector(G)
+    for epochs in (1, 2, 3, 5):
+        res = stochastic_power_method(G, eps=1.0, epochs=epochs, batch_size=8, generator=1)
+        q = res.optimality
+        assert 0 < q <= 1 + 1e-12
+        assert abs_cos(res.vector, top) ** 2 >= (q - r) / (1 - r) - 1e-12
 
 
 def test_power_method_linf_projection_and_reproducibility():
@@ -181,6 +200,9 @@ def test_upi_pca_is_the_top_right_singular_vector_of_its_rows(digits, project):
     # 000 Prop. 2, on the same G: cosine >= 0.99 (full batches, the power method on I + aM)
     assert abs_cos(res.delta, top_right_singular_vector(G)) >= 0.99
     assert bool((res.history[1:] >= res.history[:-1] * (1 - 1e-9)).all())  # Rayleigh rises
+    s1 = torch.linalg.svdvals(G.double())[0]
+    assert res.optimality == pytest.approx(float(res.history[-1]) / (float(s1) ** 2 / 60))
+    assert res.optimality > 0.98
 
 
 @pytest.mark.parametrize("variant", ["fgm", "pgd"])

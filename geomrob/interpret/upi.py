@@ -126,6 +126,9 @@ class UPIResult(Result):
             quotient :math:`\\delta^\\top M \\delta / \\|\\delta\\|_2^2` of 000 Eq. 8 after the
             epoch; the classification UAP, the mean (clipped) cross-entropy.
         updates: number of updates of ``delta``.
+        optimality: UPI-PCA: the final Rayleigh quotient over the exact top eigenvalue of
+            :math:`M = G^\\top G / n` (:attr:`PowerIteration.optimality`; 1 when the power
+            method reached the top right singular vector of 000 Prop. 2); ``None`` otherwise.
     """
 
     delta: Tensor
@@ -136,6 +139,7 @@ class UPIResult(Result):
     variant: str | None
     history: Tensor
     updates: int
+    optimality: float | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,12 +153,25 @@ class PowerIteration(Result):
             :math:`M = G^\\top G / n`, after each epoch (it tends to :math:`\\sigma_1(G)^2 / n`).
         alpha: the step used.
         updates: number of updates.
+        top_value: :math:`\\sigma_1(G)^2 / n`, the largest eigenvalue of :math:`M`, computed
+            exactly (the optimum of 000 Eq. 8 per unit norm).
     """
 
     vector: Tensor
     history: Tensor
     alpha: float
     updates: int
+    top_value: float
+
+    @property
+    def optimality(self) -> float:
+        """Final Rayleigh quotient over ``top_value``: 1 at the top right singular vector.
+
+        How far the iteration got: the direction's cosine with the top singular vector ``u_1``
+        is at least ``sqrt((q - r) / (1 - r))`` for this ratio ``q`` and ``r = lambda_2 /
+        lambda_1``, so ``q`` near 1 means converged.
+        """
+        return float(self.history[-1]) / self.top_value if self.top_value > 0 else float("nan")
 
 
 @dataclass(frozen=True, eq=False)
@@ -571,8 +588,20 @@ def stochastic_power_method(
         length = norm.norm(delta.unsqueeze(0)).clamp_min(torch.finfo(delta.dtype).tiny)
         delta = delta * (eps / length)
     return PowerIteration(
-        vector=delta, history=torch.stack(history), alpha=float(alpha), updates=updates
+        vector=delta,
+        history=torch.stack(history),
+        alpha=float(alpha),
+        updates=updates,
+        top_value=_top_eigenvalue(rows),
     )
+
+
+def _top_eigenvalue(rows: Tensor) -> float:
+    """``sigma_1(G)^2 / n`` exactly, through the smaller Gram matrix (float64)."""
+    n, d = rows.shape
+    g = rows.double()
+    gram = g @ g.T if n <= d else g.T @ g
+    return float(torch.linalg.eigvalsh(gram)[-1]) / n
 
 
 def upi_pca(
@@ -584,7 +613,7 @@ def upi_pca(
     variant: str = "grad",
     p: float = 2.0,
     alpha: float | None = None,
-    epochs: int = 10,
+    epochs: int = 100,
     batch_size: int = 32,
     sigma: float | None = None,
     n_samples: int = 1,
@@ -613,7 +642,10 @@ def upi_pca(
         variant: ``"grad"``, ``"fgm"`` or ``"pgd"``.
         p: 2 or ``float("inf")``.
         alpha: power-method step (``None``: :math:`1 / \mathrm{tr}(G^\top G / n)`).
-        epochs: power-method passes, >= 1.
+        epochs: power-method passes over the rows, >= 1. The rows are computed once, so the
+            passes cost no gradients (000 Alg. 2 redraws ``z`` every minibatch; here the draws
+            are ``n_samples`` per row): the default 100 lets the iteration converge where 10
+            did not (MNIST ``cnn2``, 200 rows: optimality 0.11 after 5 passes, 0.99 after 50).
         batch_size: rows per power-method update and images per pass for the rows, >= 1.
         sigma: standard deviation of ``z`` and of the start (``None``: ``0.05 * eps / sqrt(d)``
             for ``p = 2``, ``0.05 * eps`` for ``p = inf``).
@@ -715,6 +747,7 @@ def upi_pca(
         variant=variant,
         history=pm.history,
         updates=pm.updates,
+        optimality=pm.optimality,
     )
 
 
