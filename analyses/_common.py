@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:  # run as `python analyses/x.py` from a checkout
 
 from geomrob import data as gdata  # noqa: E402
 from geomrob._io import atomic_write, load_json, save_json  # noqa: E402
-from geomrob.cli import versions  # noqa: E402
+from geomrob.cli import configure_logging, versions  # noqa: E402
 from geomrob.curvature.hvp import MODES  # noqa: E402
 from geomrob.models import ARCHITECTURES, TrainConfig, train  # noqa: E402
 from geomrob.study import StudyConfig, StudyResult, subspace_study  # noqa: E402
@@ -51,12 +51,8 @@ def parser(description: str, *, dataset: str = "digits", n: int = 100) -> argpar
 
 
 def setup(args: argparse.Namespace) -> None:
-    """Logging and threads."""
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    """Logging as on the command line (``--quiet``: warnings only)."""
+    configure_logging(args.quiet)
 
 
 def model(args: argparse.Namespace, arch: str, **changes: Any) -> torch.nn.Module:

@@ -1287,16 +1287,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``geomrob`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def configure_logging(quiet: bool) -> None:
+    """The log format of the command line and the analyses: time, logger, message on stderr;
+    warnings only when ``quiet``."""
     logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
+        level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``geomrob`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.quiet)
     try:
         torch.device(args.device)
     except RuntimeError as exc:
