@@ -5,7 +5,8 @@ are strongly correlated with their Simple Gradient counterparts" and "UPI-PCA ha
 generalizability over UPI-Grad". For every model of ``--archs`` and map (Simple Gradient,
 Integrated Gradients) the universal perturbations of ``upi_tables.py`` (UPI-Grad, UPI-PCA with
 Alg. 2's rows, UPI-PCA-FGM, UPI-PCA-PGD; the classification UAP once per model) are fitted with
-the same flags, and we report:
+the same flags (or read from a saved ``upi_tables.py`` run in ``--out`` whose fitting flags
+are the same: the same seeds give the same perturbations), and we report:
 
 - the matrix of cosines :math:`\\langle u, v \\rangle / (\\|u\\| \\|v\\|)` between all of them
   (heatmap; 000 draws the same "cross-correlation"). UPI-PCA directions are singular vectors,
@@ -58,13 +59,22 @@ def _mean_abs(values: list[float]) -> float | None:
 def compute(args: argparse.Namespace, name: str) -> None:
     """Fit the UPIs of every model and map, measure cosines and transfer; save ``<name>``."""
     x_fit, x_eval = T.images(args)
+    saved = T.saved_upis(args)
     nets, labels, vectors, keys = {}, [], [], []
     for arch in args.archs:
         net = C.model(args, arch).eval()
         nets[arch] = net
-        uap = T.fit_uap(net, x_fit, args, args.seed)
+        reuse = all(f"{arch}__{key}__{row}" in saved for key in T.METHODS for row in T.UNIVERSAL)
+        if reuse:
+            C.log.info("%s: the UPIs of the saved upi_tables run (same flags)", arch)
+            uap = saved[f"{arch}__simple__classification_uap"].to(x_fit)
+        else:
+            uap = T.fit_uap(net, x_fit, args, args.seed)
         for key in T.METHODS:
-            deltas = T.fit_upis(net, x_fit, T.attribution_method(key, args), args, args.seed)
+            if reuse:
+                deltas = {row: saved[f"{arch}__{key}__{row}"].to(x_fit) for row in T.UPI_ROWS}
+            else:
+                deltas = T.fit_upis(net, x_fit, T.attribution_method(key, args), args, args.seed)
             for row in T.UPI_ROWS:
                 keys.append((arch, key, row))
                 labels.append(f"{arch}/{SHORT[key]}/{NAMES[row]}")

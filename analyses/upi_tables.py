@@ -239,6 +239,42 @@ def fit_uap(net, x_fit: torch.Tensor, args: argparse.Namespace, seed: int) -> to
     ).delta
 
 
+#: The flags the fitted universal perturbations depend on (not ``--n``: the fitting images are
+#: drawn before the held-out ones, see :func:`images`).
+FIT_FLAGS = (
+    "dataset",
+    "size",
+    "n_fit",
+    "eps",
+    "epochs",
+    "power_epochs",
+    "batch_size",
+    "pgd_steps",
+    "ig_steps",
+    "beta",
+    "seed",
+    "quick",
+    "data_root",
+    "run_dir",
+)
+
+
+def saved_upis(args: argparse.Namespace) -> dict[str, torch.Tensor]:
+    """The universal perturbations a saved ``upi_tables`` run fitted with the same flags.
+
+    ``"<arch>__<map>__<row>" -> delta`` (scaled to norm ``eps``), for every model of that run;
+    empty when there is none or its flags differ (then the caller fits them itself).
+    """
+    name = stem(args, "upi_tables")
+    if not (Path(args.out) / f"{name}.json").exists():
+        return {}
+    record, arrays = C.load(name, args)
+    config = record["config"]
+    if any(config.get(flag) != getattr(args, flag, None) for flag in FIT_FLAGS):
+        return {}
+    return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
 def to_sphere(delta: torch.Tensor, eps: float) -> torch.Tensor:
     """``eps * delta / ||delta||_2``: 000 Sec. 4 scales every perturbation to norm ``eps``.
 

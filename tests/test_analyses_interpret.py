@@ -120,7 +120,7 @@ def test_to_sphere_and_paper_values():
 # the scripts
 
 
-def test_upi_tables_quick(tmp_path, run_dir, capsys):
+def test_upi_tables_quick(tmp_path, run_dir, capsys, monkeypatch):
     tables = _script("upi_tables")
     tables.main([*QUICK, "--out", str(tmp_path), "--run-dir", str(run_dir), "--archs", "fcn2"])
     res = _record(tmp_path, "upi_tables_digits8")
@@ -143,6 +143,33 @@ def test_upi_tables_quick(tmp_path, run_dir, capsys):
     out = capsys.readouterr().out
     assert "| Simple Gradient | Interpretation | UPI-Grad |" in out
     assert "0.242" in out  # 000's FCN UPI-Grad number is printed beside ours
+    for key in tables.METHODS:  # UPI-PCA rows say how far the power method got
+        for row in ("upi_pca", "upi_pca_fgm", "upi_pca_pgd"):
+            # float32 rows: the Rayleigh quotient may pass the float64 eigenvalue by rounding
+            assert 0.0 < res["models"]["fcn2"]["rows"][key][row]["optimality"] <= 1 + 1e-5
+    # upi_correlation with the same fitting flags reads these UPIs instead of refitting them
+    # (fit_upis is not called), and they are the vectors it would have fitted (same seeds)
+    corr = _script("upi_correlation")
+    real_fit = corr.T.fit_upis
+
+    def no_fit(*a, **k):
+        raise AssertionError("refitted although upi_tables saved the same UPIs")
+
+    monkeypatch.setattr(corr.T, "fit_upis", no_fit)
+    corr.main([*QUICK, "--out", str(tmp_path), "--run-dir", str(run_dir), "--archs", "fcn2"])
+    monkeypatch.setattr(corr.T, "fit_upis", real_fit)
+    fit_dir = tmp_path / "fit"
+    corr.main([*QUICK, "--out", str(fit_dir), "--run-dir", str(run_dir), "--archs", "fcn2"])
+    reused = np.load(tmp_path / "upi_correlation_digits8.npz")["upis"]
+    fitted = np.load(fit_dir / "upi_correlation_digits8.npz")["upis"]
+    np.testing.assert_allclose(reused, fitted, rtol=0, atol=1e-6)
+    # other fitting flags: nothing is reused
+    monkeypatch.setattr(corr.T, "fit_upis", no_fit)
+    with pytest.raises(AssertionError, match="refitted"):
+        corr.main(
+            [*QUICK, "--out", str(tmp_path), "--run-dir", str(run_dir), "--archs", "fcn2"]
+            + ["--power-epochs", "7"]
+        )
 
 
 def test_upi_correlation_quick(tmp_path, run_dir):
