@@ -23,8 +23,9 @@ The scale: 002 used ``beta = 0.3, s = 1e6`` on CIFAR-10 in [0, 255]; an input He
 units is 255^2 times larger, so that setting reads ``s = 15`` here (the default).
 
     python analyses/ssr.py                                       # digits, cnn2, about a minute
-    python analyses/ssr.py --dataset mnist --arch cnn2 --n 200 --train-size 12000
-                                            # MNIST; SSR training costs about 5x natural
+    python analyses/ssr.py --dataset mnist --arch cnn2 --n 200   # the README's MNIST run; SSR
+                                            # training costs 5-10x natural (about an hour)
+    python analyses/ssr.py --dataset mnist --train-size 12000 --epochs 3   # a cheaper pair
     python analyses/ssr.py --quick                               # seconds
 """
 
