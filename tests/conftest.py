@@ -38,3 +38,20 @@ requires_data = pytest.mark.skipif(
     SHARED_DATA is None,
     reason="real data not found: set GEOMROB_DATA or put shared/data beside the repo",
 )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models: on a loaded machine a second thread
+    makes every backward pass wait for it (measured: 93 s instead of 8 s for the diversity
+    run). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """One model / study cache for every analysis script of a module."""
+    return tmp_path_factory.mktemp("runs")

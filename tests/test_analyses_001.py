@@ -11,43 +11,20 @@ analytic classifiers.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _analyses import script as _script
 from torch import nn
 
 from geomrob import diversity, normal_section
 from geomrob.theory import theorem1_radius
 
-ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
-
-
-def _script(name: str):
-    if str(ANALYSES) not in sys.path:
-        sys.path.insert(0, str(ANALYSES))
-    return importlib.import_module(name)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The quick models are tiny: on a loaded machine a second intra-op thread makes every
-    backward pass wait for it (measured: 93 s instead of 8 s for the diversity run)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """One model / study cache for every script of the module."""
-    return tmp_path_factory.mktemp("runs")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(name: str, out: Path, run_dir: Path, *extra: str) -> dict:

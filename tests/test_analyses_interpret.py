@@ -11,42 +11,21 @@ directions against Monte Carlo).
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _analyses import script as _script
 
 from geomrob.cli import main
 from geomrob.interpret.metrics import ROBUSTNESS_METRICS as METRICS
 from geomrob.interpret.metrics import robustness_metrics as map_metrics
 
-ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
+pytestmark = pytest.mark.usefixtures("one_thread")
 QUICK = ["--quick", "--quiet", "--size", "8"]
-
-
-def _script(name: str):
-    if str(ANALYSES) not in sys.path:
-        sys.path.insert(0, str(ANALYSES))
-    return importlib.import_module(name)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: a second intra-op thread only waits on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("runs")
 
 
 def _record(out: Path, stem: str) -> dict:

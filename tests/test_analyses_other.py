@@ -11,35 +11,13 @@ models, and the distortions of 004's Gaussian and amplified rows.
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
-import torch
+from _analyses import script as _script
 
-ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
-
-
-def _script(name: str):
-    if str(ANALYSES) not in sys.path:
-        sys.path.insert(0, str(ANALYSES))
-    return importlib.import_module(name)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: a second intra-op thread only waits on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("runs")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(name: str, out: Path, run_dir: Path, *extra: str) -> dict:
