@@ -48,6 +48,23 @@ from geomrob.plotting import save_figure
 THRESHOLD = 0.1
 
 
+def _measure(model, x: torch.Tensor, V: torch.Tensor, m: int):
+    """Diversity (pairwise cosines, against uniform directions in ``m`` dimensions) and fooling
+    rates on ``x`` of the perturbations ``V``: ``(summary, Diversity, rates)``."""
+    V = V.to(x.device, x.dtype)
+    div = diversity(V, m=m)
+    rates = fooling_rates(model, x, V).cpu()
+    summary = {
+        "max_abs": div.max_abs,
+        "mean_abs": div.mean_abs,
+        "expected_abs": div.expected_abs,
+        "fraction_below_threshold": float((div.cosines.abs() < THRESHOLD).double().mean()),
+        "mean_rate": float(rates.mean()),
+        "best_rate": float(rates.max()),
+    }
+    return summary, div, rates
+
+
 def compute(args: argparse.Namespace, name: str) -> None:
     """Sample the three sets, measure diversity and fooling rates; save ``<name>``."""
     st = C.study(args)
@@ -65,40 +82,15 @@ def compute(args: argparse.Namespace, name: str) -> None:
     x = st.x_eval
     out, arrays = {}, {}
     for key, V in sets.items():
-        V = V.to(x.device, x.dtype)
-        div = diversity(V, m=m if key != "isotropic" else d)
-        rates = fooling_rates(st.model, x, V).cpu()
-        cos = div.cosines.abs()
-        out[key] = {
-            "max_abs": div.max_abs,
-            "mean_abs": div.mean_abs,
-            "expected_abs": div.expected_abs,
-            "fraction_below_threshold": float((cos < THRESHOLD).double().mean()),
-            "rates": rates.tolist(),
-            "mean_rate": float(rates.mean()),
-            "best_rate": float(rates.max()),
-            "worst_rate": float(rates.min()),
-        }
+        summary, div, rates = _measure(st.model, x, V, m if key != "isotropic" else d)
+        out[key] = summary | {"rates": rates.tolist(), "worst_rate": float(rates.min())}
         arrays[f"cosines_{key}"] = div.cosines.numpy()
         arrays[f"rates_{key}"] = rates.numpy()
     arrays["vectors"] = sets["curved"].reshape(args.k, *x.shape[1:]).cpu().float().numpy()
     sweep = []
     for mm in res.config.ms:
         V = sample_subspace(res.curved.first(mm), args.k, res.norm, generator=gen)
-        V = V.to(x.device, x.dtype)
-        div = diversity(V, m=mm)
-        rates = fooling_rates(st.model, x, V).cpu()
-        sweep.append(
-            {
-                "m": mm,
-                "max_abs": div.max_abs,
-                "mean_abs": div.mean_abs,
-                "expected_abs": div.expected_abs,
-                "fraction_below_threshold": float((div.cosines.abs() < THRESHOLD).double().mean()),
-                "mean_rate": float(rates.mean()),
-                "best_rate": float(rates.max()),
-            }
-        )
+        sweep.append({"m": mm, **_measure(st.model, x, V, mm)[0]})
     results = {
         "dataset": args.dataset,
         "arch": args.arch,
