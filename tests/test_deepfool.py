@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import scipy.optimize
@@ -317,3 +319,27 @@ def test_statistics_match_hand_computation():
     assert stats["clean_accuracy"] == pytest.approx(15 / 16)
     with pytest.raises(ValueError, match="must have the shape of the result"):
         res.statistics(x[:3])
+
+
+def test_reused_label_check_graphs_give_the_one_at_a_time_answer(monkeypatch):
+    """An iteration may differentiate the graph of the previous label check, finished rows
+    included (then dropped); the answer must be that of images attacked alone."""
+    df = importlib.import_module("geomrob.attacks.deepfool")  # the module, not the function
+    rows = []
+    differences = df._differences
+    monkeypatch.setattr(
+        df, "_differences", lambda xg, *a: rows.append(len(xg)) or differences(xg, *a)
+    )
+    # a box makes the iteration slow (clipped steps), so few images finish at a time
+    model = mlp(seed=1)
+    x = torch.rand(60, 6, generator=torch.Generator().manual_seed(11), dtype=DT)
+    res = deepfool(model, x, bounds=(0.0, 1.0))
+    assert res.converged.all()
+    unfinished = [int((res.iterations >= t + 1).sum()) for t in range(len(rows))]
+    # one call per iteration; some carried rows that had already finished
+    assert len(rows) == int(res.iterations.max())
+    assert any(r > u for r, u in zip(rows, unfinished, strict=True))
+    for i in range(0, len(x), 7):
+        single = deepfool(model, x[i : i + 1], bounds=(0.0, 1.0))
+        torch.testing.assert_close(single.r[0], res.r[i], rtol=1e-10, atol=1e-12)
+        assert single.iterations[0] == res.iterations[i]

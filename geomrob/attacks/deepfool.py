@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .._kernels import gray_conv_kernels
 from .._model import check_inputs, eval_mode, functional
 from .._validation import check_bounds, check_choice, check_int, check_real
 from ..results import Result
@@ -100,14 +101,25 @@ def candidate_differences(call, x: Tensor, classes: Tensor) -> tuple[Tensor, Ten
     Returns:
         ``(g (B, K - 1), w (B, K - 1, d))``.
     """
+    return _differences(*_forward(call, x), classes)
+
+
+def _forward(call, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(x_g, call(x_g))`` with ``x_g`` a leaf that requires grad: a graph to differentiate."""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        f = call(xg).gather(1, classes)
+        return xg, call(xg)
+
+
+def _differences(xg: Tensor, logits: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`candidate_differences` from a forward pass already made (:func:`_forward`)."""
+    with torch.enable_grad():
+        f = logits.gather(1, classes)
         g = f[:, 1:] - f[:, :1]
         cols = g.shape[1]
         if not g.requires_grad:  # the outputs do not depend on x: every gradient is zero
             return g.detach(), torch.zeros(
-                x.shape[0], cols, x[0].numel(), dtype=x.dtype, device=x.device
+                xg.shape[0], cols, xg[0].numel(), dtype=xg.dtype, device=xg.device
             )
         w = [
             torch.autograd.grad(
@@ -137,9 +149,11 @@ def deepfool(
     :math:`l = \arg\min_c |g_c| / \|w_c\|`, the step is
     :math:`r_i = (|g_l| + 10^{-4}) w_l / \|w_l\|^2`, and
     :math:`x_{i+1} = x_0 + (1 + \text{overshoot}) \sum_i r_i` until the label changes or
-    ``max_iter``. Each iteration makes one forward pass over the unfinished images and one
-    batched reverse pass per candidate class (:func:`candidate_differences`); finished images
-    drop out of the batch.
+    ``max_iter``. Each iteration makes one batched reverse pass per candidate class
+    (:func:`candidate_differences`) and one forward pass, the label check of the new iterates,
+    whose graph the next iteration differentiates (unless too many images have finished);
+    finished images drop out of the batch. Convolutions with a single input channel run on
+    faster CPU kernels (:mod:`geomrob._kernels`; about 1.5x on MNIST LeNet, same results).
 
     Args:
         model: classifier ``(B, *input_shape) -> (B, L)`` logits (evaluated in eval mode).
@@ -229,25 +243,45 @@ def _deepfool(
     active = torch.arange(n, device=x.device)
     # The label at the current iterate; the loop runs only on images that still have k0.
     current = label.clone()
-    for _ in range(max_iter):
-        active = active[current[active] == label[active]]
-        if active.numel() == 0:
-            break
-        xa, ca = x_adv[active], candidates[active]
-        # g (a, k-1) is negative while k0 is on top; w (a, k-1, d) its gradients.
-        g, w = _differences_in_chunks(call, xa, ca, batch_size)
-        if box is None or box_step == "clip":
-            step = _linear_step(g, w)
-        else:
-            step = box_linear_step(g, w, xa.flatten(1), box)
-        r_tot[active] += step.view(-1, *shape)
-        new = x[active] + (1.0 + overshoot) * r_tot[active]
-        if box is not None:
-            new = new.clamp(box[0], box[1])
-        x_adv[active] = new
-        iterations[active] += 1
-        with torch.no_grad():
-            current[active] = call(new).argmax(1)
+    # The label check of an iteration is a forward pass with a graph; the next iteration
+    # differentiates that graph instead of making its own forward pass, unless too many of its
+    # images have finished: their rows would ride along in k - 1 reverse passes, which costs
+    # more than the forward pass saved once finished * (k - 1) > still (a reverse pass per
+    # column costs about one forward pass).
+    pending: tuple[Tensor, Tensor] | None = None
+    # Single-channel convolutions run on faster CPU kernels (see geomrob._kernels).
+    with gray_conv_kernels():
+        for _ in range(max_iter):
+            still = current[active] == label[active]
+            n_still = int(still.sum())
+            if n_still == 0:
+                break
+            xa, ca = x_adv[active], candidates[active]
+            # g (a, k-1) is negative while k0 is on top; w (a, k-1, d) its gradients.
+            if pending is not None and (len(still) - n_still) * (k - 1) <= n_still:
+                g, w = _differences(*pending, ca)
+                g, w = g[still], w[still]
+            else:
+                g, w = _differences_in_chunks(call, xa[still], ca[still], batch_size)
+            pending = None
+            active, xa = active[still], xa[still]
+            if box is None or box_step == "clip":
+                step = _linear_step(g, w)
+            else:
+                step = box_linear_step(g, w, xa.flatten(1), box)
+            r_tot[active] += step.view(-1, *shape)
+            new = x[active] + (1.0 + overshoot) * r_tot[active]
+            if box is not None:
+                new = new.clamp(box[0], box[1])
+            x_adv[active] = new
+            iterations[active] += 1
+            if batch_size is None or len(new) <= batch_size:
+                pending = _forward(call, new)
+                logits = pending[1].detach()
+            else:  # the graph of a whole batch would not fit the memory asked for
+                with torch.no_grad():
+                    logits = call(new)
+            current[active] = logits.argmax(1)
     return DeepFoolResult(
         r=(x_adv - x).detach(),
         x_adv=x_adv.detach(),
