@@ -66,6 +66,30 @@ def timed(fn, repeats: int = 3) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
+def paired(fn, ref, rounds: int) -> tuple[float, float, float]:
+    """Interleaved timing of ``fn`` against ``ref``: each round calls ``ref`` then ``fn`` (after
+    one warm-up call of each). Returns the median time of ``fn``, the median time of ``ref`` and
+    the median over rounds of the per-round ratio: load that drifts over seconds on a shared
+    machine moves both calls of a round alike, so the ratio is steadier than a ratio of medians
+    taken minutes apart."""
+    ref()
+    fn()
+    sync()
+    t_fn, t_ref, ratios = [], [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        ref()
+        sync()
+        t1 = time.perf_counter()
+        fn()
+        sync()
+        t2 = time.perf_counter()
+        t_ref.append(t1 - t0)
+        t_fn.append(t2 - t1)
+        ratios.append((t2 - t1) / (t1 - t0))
+    return statistics.median(t_fn), statistics.median(t_ref), statistics.median(ratios)
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -126,12 +150,17 @@ def part_a(model, args) -> dict[str, Any]:
         model, pts, mode="exact", h=None, beta=None, sigma=None, n_samples=None, generator=None
     )
     call = functional(model)
-    with eval_mode(model), torch.no_grad():
-        t_grad, _ = timed(lambda: margin_gradients(call, setup.input_shape, setup.z, setup.coef))
+
+    def grad() -> None:
+        with eval_mode(model), torch.no_grad():
+            margin_gradients(call, setup.input_shape, setup.z, setup.coef)
+
+    rounds = 3 if args.quick else 9
     g = torch.Generator().manual_seed(0)
     V = torch.randn(n, d, generator=g, dtype=dtype).to(args.device)
     v1 = torch.randn(d, generator=g, dtype=dtype).to(args.device)
     rows = []
+    grad_times = []
     cases = [
         ("exact", model, {}),
         ("finite_difference", model, {}),
@@ -139,21 +168,27 @@ def part_a(model, args) -> dict[str, Any]:
         ("smoothed", model, {"n_samples": S, "generator": 0}),
     ]
     for mode, net, kw in cases:
-        t_hvp, _ = timed(lambda net=net, mode=mode, kw=kw: hvp(net, pts, V, mode=mode, **kw))
+        # the smoothed products take seconds: one round is not at the mercy of load noise
+        r = 1 if mode == "smoothed" else rounds
+        t_hvp, t_g1, hvp_ratio = paired(
+            lambda net=net, mode=mode, kw=kw: hvp(net, pts, V, mode=mode, **kw), grad, r
+        )
         t0 = time.perf_counter()
         op = BoundaryHessian(net, pts, mode=mode, **kw)
         t_build = time.perf_counter() - t0
-        t_mv, _ = timed(lambda op=op: op.matvec(v1))
+        t_mv, t_g2, mv_ratio = paired(lambda op=op: op.matvec(v1), grad, r)
+        grad_times += [t_g1, t_g2]
         rows.append(
             {
                 "mode": mode,
+                "rounds": r,
                 "hvp_s": t_hvp,
-                "hvp_over_grad": t_hvp / t_grad,
+                "hvp_over_grad": hvp_ratio,
                 "operator_build_s": t_build,
                 "operator_matvec_s": t_mv,
-                "matvec_over_grad": t_mv / t_grad,
+                "matvec_over_grad": mv_ratio,
                 "note": {
-                    "exact": "jvp of the batched gradient (one row per point and vector)",
+                    "exact": "double backward of the batched gradient (a row per point and vector)",
                     "finite_difference": "2 gradients of n points",
                     "surrogate": "exact on the softplus copy of the ReLU twin (beta 10)",
                     "smoothed": f"hvp draws 2 n S = {2 * n * S} gradients per call; the operator "
@@ -161,6 +196,7 @@ def part_a(model, args) -> dict[str, Any]:
                 }[mode],
             }
         )
+    t_grad = statistics.median(grad_times)
     return {"n": n, "asked": asked, "d": d, "dtype": str(dtype), "grad_s": t_grad, "rows": rows}
 
 
@@ -369,7 +405,11 @@ def markdown(results: dict[str, Any]) -> str:
             f"## (a) HVP vs gradient: n = {a['n']} MNIST boundary points, d = {a['d']}, "
             f"{a['dtype']}",
             "",
-            f"One batched gradient of F at the n points: {a['grad_s'] * 1e3:.1f} ms." + _load(a),
+            f"One batched gradient of F at the n points: {a['grad_s'] * 1e3:.1f} ms (median)."
+            + _load(a),
+            "",
+            "Ratios are medians over rounds that time one gradient and then the product, "
+            "interleaved (rounds per mode in the JSON); times are medians.",
             "",
             "| mode | batched HVP (ms) | HVP / gradient | operator build (s) "
             "| averaged matvec (ms) | matvec / gradient | how |",

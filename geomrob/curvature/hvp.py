@@ -4,8 +4,9 @@ For boundary points ``z_i`` between ``k_i = label`` and ``j_i = adv_label`` the 
 :math:`F_i = f_{j_i} - f_{k_i}` and :math:`H_i = \nabla^2 F_i(z_i)`. Four modes:
 
 ``"exact"``
-    Forward-over-reverse, ``torch.func.jvp`` of ``torch.func.grad``, batched over the points and
-    over a block of vectors per point (no Python loop over points).
+    Reverse-over-reverse (double backward), batched over the points and over a block of vectors
+    per point (no Python loop over points); the same products as forward-over-reverse
+    (``torch.func.jvp`` of ``torch.func.grad``), 15% faster on CPU (see :func:`exact_products`).
 
 ``"finite_difference"``
     :math:`\|v\| \, (\nabla F(z + h u) - \nabla F(z - h u)) / (2h)`, :math:`u = v / \|v\|`: the
@@ -283,26 +284,28 @@ def margin_gradients(call: Call, shape: tuple[int, ...], z: Tensor, coef: Tensor
 def exact_products(
     call: Call, shape: tuple[int, ...], z: Tensor, coef: Tensor, V: Tensor
 ) -> Tensor:
-    """``H_i v`` for every point and every vector of its block: one jvp of the batched gradient.
+    """``H_i v`` for every point and every vector of its block: one double backward pass.
 
     Each (point, vector) pair is a row of one batch ``Z`` (the point repeated ``b`` times); the
-    gradient of ``sum_rows F(Z_row)`` is the per-row gradient (rows are independent in eval
-    mode) and its jvp with the rows of ``V`` is the per-row ``H v``. Plain batched kernels:
-    measured 2.4x the cost of one batched gradient against 3.0x for ``vmap`` over points and
-    vectors (n = 100 MNIST points, softplus LeNet, one thread), same products to float32
-    rounding.
+    gradient of ``sum_rows F(Z_row)`` is the per-row gradient ``g`` (rows are independent in
+    eval mode), and the vector-Jacobian product of ``g`` with the rows of ``V`` is the per-row
+    ``H v`` (``H`` is symmetric). Reverse-over-reverse measured 2.3x the cost of one batched
+    gradient against 2.7x for forward-over-reverse (``torch.func.jvp`` of ``torch.func.grad``,
+    bitwise the same products) and 3.0x for ``vmap`` over points and vectors (n = 100 MNIST
+    boundary points, softplus LeNet, 15 interleaved rounds on 2 CPU threads).
     """
     m, b, d = V.shape
     # Real copies, not expanded views: kernels may write into their inputs' storage.
-    Z = z[:, None].expand(m, b, d).contiguous().view(m * b, d)
+    Z = z[:, None].expand(m, b, d).contiguous().view(m * b, d).detach().requires_grad_(True)
     C = coef[:, None].expand(m, b, coef.shape[1]).contiguous().view(m * b, coef.shape[1])
     T = V.contiguous().view(m * b, d)
-
-    def total(zz: Tensor) -> Tensor:
-        return (call(zz.view(-1, *shape)) * C).sum()
-
-    grad_total = torch.func.grad(total)
-    return torch.func.jvp(grad_total, (Z,), (T,))[1].view(m, b, d)
+    with torch.enable_grad():
+        total = (call(Z.view(-1, *shape)) * C).sum()
+        (g,) = torch.autograd.grad(total, Z, create_graph=True, materialize_grads=True)
+        if not g.requires_grad:  # the gradient does not depend on z: H = 0
+            return torch.zeros_like(T).view(m, b, d)
+        (hv,) = torch.autograd.grad(g, Z, grad_outputs=T, materialize_grads=True)
+    return hv.view(m, b, d)
 
 
 def fd_products(

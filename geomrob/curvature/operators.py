@@ -445,7 +445,7 @@ class BoundaryHessian(LinearOperator):
     Per mode:
 
     - ``"exact"``, ``"surrogate"``: ``symmetric=True``; each product is a batched
-      forward-over-reverse pass over the points, ``chunk`` points at a time. On a
+      double backward pass over the points, ``chunk`` points at a time. On a
       piecewise-linear model whose exact products vanish the constructor raises ``ValueError``
       naming the alternatives (it probes one product when no smooth module is found).
     - ``"smoothed"``: ``symmetric=True``, exactly: the constructor draws the ``S`` antithetic
