@@ -90,6 +90,13 @@ def paired(fn, ref, rounds: int) -> tuple[float, float, float]:
     return statistics.median(t_fn), statistics.median(t_ref), statistics.median(ratios)
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file: a killed run leaves the old file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -196,6 +203,33 @@ def part_a(model, args) -> dict[str, Any]:
                 }[mode],
             }
         )
+
+    # The other exact kernel (DESIGN.md section 3 allows both): forward-over-reverse, the same
+    # products bitwise; kept here so that a run on another device says which one wins there.
+    def jvp_of_grad() -> None:
+        Z, C, T = setup.z, setup.coef, V
+        shape = setup.input_shape
+
+        def total(zz):
+            return (call(zz.view(-1, *shape)) * C).sum()
+
+        with eval_mode(model), torch.no_grad():
+            torch.func.jvp(torch.func.grad(total), (Z,), (T,))
+
+    t_jvp, t_g3, jvp_ratio = paired(jvp_of_grad, grad, rounds)
+    grad_times.append(t_g3)
+    rows.append(
+        {
+            "mode": "exact, forward-over-reverse",
+            "rounds": rounds,
+            "hvp_s": t_jvp,
+            "hvp_over_grad": jvp_ratio,
+            "operator_build_s": None,
+            "operator_matvec_s": None,
+            "matvec_over_grad": None,
+            "note": "torch.func.jvp of torch.func.grad, the kernel before session 4 (reference)",
+        }
+    )
     t_grad = statistics.median(grad_times)
     return {"n": n, "asked": asked, "d": d, "dtype": str(dtype), "grad_s": t_grad, "rows": rows}
 
@@ -416,10 +450,16 @@ def markdown(results: dict[str, Any]) -> str:
             "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for r in a["rows"]:
+            op = r["operator_build_s"] is not None
             lines.append(
                 f"| {r['mode']} | {r['hvp_s'] * 1e3:.1f} | {r['hvp_over_grad']:.2f} | "
-                f"{r['operator_build_s']:.3f} | {r['operator_matvec_s'] * 1e3:.2f} | "
-                f"{r['matvec_over_grad']:.2f} | {r['note']} |"
+                + (
+                    f"{r['operator_build_s']:.3f} | {r['operator_matvec_s'] * 1e3:.2f} | "
+                    f"{r['matvec_over_grad']:.2f} | "
+                    if op
+                    else "- | - | - | "
+                )
+                + f"{r['note']} |"
             )
         lines.append("")
     b = results.get("b")
@@ -551,8 +591,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[part] = old[part]
                 if part == "b" and "model" in old:
                     results.setdefault("model", old["model"])
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / f"{stem}.md").write_text(markdown(results) + "\n")
+    write_atomic(out / f"{stem}.json", json.dumps(results, indent=2) + "\n")
+    write_atomic(out / f"{stem}.md", markdown(results) + "\n")
     print(markdown(results))
     return 0
 
