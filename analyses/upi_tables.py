@@ -319,7 +319,7 @@ def compute(args: argparse.Namespace, name: str) -> None:
         net = C.model(args, arch).eval()
         entry = {"test_accuracy": float(net.test_accuracy), "rows": {}, "seconds": {}}
         uap = fit_uap(net, x_fit, args, args.seed)
-        for key in METHODS:
+        for key in args.maps:
             method = attribution_method(key, args)
             rows: dict = {}
             t1 = time.perf_counter()
@@ -365,6 +365,12 @@ def compute(args: argparse.Namespace, name: str) -> None:
     C.save(name, args, results, arrays)
 
 
+def saved_maps(results: dict) -> list[tuple[str, str]]:
+    """``(key, label)`` of the maps a saved run computed (``--maps``), in 000's order."""
+    done = set(next(iter(results["models"].values()))["rows"])
+    return [(key, label) for key, label in METHODS.items() if key in done]
+
+
 def _fmt(v: float | None, scale: float = 1.0, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -379,7 +385,7 @@ def table(results: dict, dataset: str) -> str:
         f"{a} ours | {a} {ref} | {a} changed % | {a} {ref} %" for a in archs
     )
     lines = [head + " |", "|" + " --- |" * (3 + 4 * len(archs))]
-    for key, label in METHODS.items():
+    for key, label in saved_maps(results):
         for row, attack, kind in ROWS:
             cells = []
             for a in archs:
@@ -400,7 +406,7 @@ def table(results: dict, dataset: str) -> str:
             if r.get("optimality") is not None
         )
         for a in archs
-        for key in METHODS
+        for key, _ in saved_maps(results)
     )
     return (
         "\n".join(lines)
@@ -419,7 +425,7 @@ def plot(results: dict, arrays: dict, path: Path, dataset: str) -> Path:
     cols = [dict((r[0], r[2]) for r in ROWS)[k].split(" (")[0] for k in UNIVERSAL]
     cols[-1] = "Classification UAP"
     for arch in results["models"]:
-        for key, label in METHODS.items():
+        for key, label in saved_maps(results):
             rows.append([arrays[f"{arch}__{key}__{k}"].reshape(shape) for k in UNIVERSAL])
             labels.append(f"{arch}\n{label}")
             notes.append(
@@ -445,7 +451,15 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(size=28)
     add_upi_options(p)
     p.add_argument("--repeats", type=int, default=10, help="seeds of the random rows (000: 10)")
+    p.add_argument(
+        "--maps",
+        nargs="+",
+        default=list(METHODS),
+        choices=list(METHODS),
+        help="the maps of 000 to tabulate (default both)",
+    )
     args = p.parse_args(argv)
+    args.maps = list(dict.fromkeys(args.maps))  # 000's order is METHODS'; repeats dropped
     if args.repeats < 1:
         p.error(f"--repeats must be >= 1; got {args.repeats}.")
     check_upi_flags(p, args)

@@ -151,6 +151,30 @@ def test_upi_tables_quick(tmp_path, run_dir, capsys, monkeypatch):
         )
 
 
+def test_upi_tables_one_map(tmp_path, run_dir, capsys, monkeypatch):
+    """``--maps simple`` computes, prints and plots the Simple Gradient rows only, and
+    upi_correlation does not take that run's UPIs for a run of both maps."""
+    tables = _script("upi_tables")
+    flags = [*QUICK, "--out", str(tmp_path), "--run-dir", str(run_dir), "--archs", "fcn2"]
+    tables.main([*flags, "--maps", "simple", "simple"])
+    res = _record(tmp_path, "upi_tables_digits8")
+    assert set(res["models"]["fcn2"]["rows"]) == {"simple"}
+    out = capsys.readouterr().out
+    assert "| Simple Gradient | Interpretation | UPI-Grad |" in out
+    assert "Integrated Gradients" not in out
+    assert len(np.load(tmp_path / "upi_tables_digits8.npz").files) == len(tables.UNIVERSAL)
+    corr = _script("upi_correlation")
+    fitted = []
+    real_fit = corr.T.fit_upis
+    monkeypatch.setattr(
+        corr.T, "fit_upis", lambda *a, **k: fitted.append(a[2]) or real_fit(*a, **k)
+    )
+    corr.main(flags)
+    assert len(fitted) == 2  # both maps refitted: the saved run lacks the IG ones
+    with pytest.raises(SystemExit):
+        tables.main([*flags, "--maps", "gradcam"])
+
+
 def test_upi_correlation_quick(tmp_path, run_dir):
     corr = _script("upi_correlation")
     corr.main([*QUICK, "--out", str(tmp_path), "--run-dir", str(run_dir), "--archs", "fcn2"])
