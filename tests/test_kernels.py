@@ -34,8 +34,9 @@ def _conv_and_grad(x, w, b, **kw):
 )
 @pytest.mark.parametrize("bias", [True, False])
 def test_direct_kernels_equal_conv2d(hw, kernel, kw, bias):
-    # Same convolution, another summation order: float64 agrees to ~1e-15 relative; 1e-12 leaves
-    # room for the sums of 25 products and would still catch a flipped or shifted kernel.
+    # In float64 torch's own forward is this direct kernel too, but its input gradient is another
+    # routine (GEMM + col2im) than the transposed convolution here: another summation order,
+    # ~1e-15 relative; 1e-12 still catches a flipped or shifted kernel or a wrong output_padding.
     g = torch.Generator().manual_seed(0)
     kh, kw_ = (kernel, kernel) if isinstance(kernel, int) else kernel
     x = torch.randn(3, 1, *hw, generator=g, dtype=DT)
@@ -49,16 +50,23 @@ def test_direct_kernels_equal_conv2d(hw, kernel, kw, bias):
     torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12)
 
 
-def test_float32_and_module_calls():
+@pytest.mark.parametrize("kw", [{"padding": 2}, {"stride": 2, "padding": 1}])
+def test_float32_and_module_calls(kw):
+    """float32 is where the standard path is oneDNN (float64 convolutions are not), so this is
+    the comparison with a different kernel in both directions."""
     g = torch.Generator().manual_seed(2)
-    conv = nn.Conv2d(1, 8, 5, padding=2).requires_grad_(False)
-    x = torch.rand(5, 1, 28, 28, generator=g)
-    ref_out, ref_grad, _ = _conv_and_grad(x, conv.weight, conv.bias, padding=2)
+    conv = nn.Conv2d(1, 8, 5, **kw).requires_grad_(False)
+    x = torch.rand(5, 1, 27, 27, generator=g)
+    ref_out, ref_grad, _ = _conv_and_grad(x, conv.weight, conv.bias, **kw)
     with gray_conv_kernels():
         xg = x.clone().requires_grad_(True)
         out = conv(xg)
         assert out.grad_fn.name() == "_GrayConv2dBackward"
-    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)  # float32 summation order
+        seed = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+        (grad,) = torch.autograd.grad((out * seed).sum(), xg)
+    # float32 sums of 25 terms in another order
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
