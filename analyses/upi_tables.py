@@ -214,7 +214,13 @@ def fit_upis(
     ``optimality``, when given, receives each UPI-PCA row's power-method optimality (its final
     Rayleigh quotient over the exact top eigenvalue: 1 at 000 Prop. 2's solution).
     """
-    common = dict(eps=args.eps, method=method, batch_size=args.batch_size, surrogate=args.beta)
+    common = dict(
+        eps=args.eps,
+        method=method,
+        batch_size=args.batch_size,
+        surrogate=args.beta,
+        progress=not args.quiet,
+    )
     out = {"upi_grad": upi_grad(net, x_fit, generator=seed, epochs=args.epochs, **common).delta}
     for row, variant in (("upi_pca", "grad"), ("upi_pca_fgm", "fgm"), ("upi_pca_pgd", "pgd")):
         res = upi_pca(
@@ -235,7 +241,13 @@ def fit_upis(
 def fit_uap(net, x_fit: torch.Tensor, args: argparse.Namespace, seed: int) -> torch.Tensor:
     """The classification UAP of 000 Table 1 (000 Eq. 5) at the same radius."""
     return classification_uap(
-        net, x_fit, eps=args.eps, epochs=args.epochs, batch_size=args.batch_size, generator=seed
+        net,
+        x_fit,
+        eps=args.eps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        generator=seed,
+        progress=not args.quiet,
     ).delta
 
 
@@ -334,7 +346,11 @@ def compute(args: argparse.Namespace, name: str) -> None:
                     "std_over_seeds": float(np.std([run["mean"] for run in runs]))
                 }
             for kind, attack in (("pgd_per_image", pgd_attack), ("fgm_per_image", fgm_attack)):
-                extra = {"steps": args.pgd_steps} if attack is pgd_attack else {}
+                extra = (
+                    {"steps": args.pgd_steps, "progress": not args.quiet}
+                    if attack is pgd_attack
+                    else {}
+                )
                 res = attack(
                     net,
                     x_eval,
