@@ -337,3 +337,26 @@ def test_attack_errors(digits):
         bad = other.clone()
         bad[0, 0, 0, 0] = math.nan
         manipulate_attack(net, x, bad, eps=0.1)
+
+
+def test_keeps_label_needs_more_than_rounding():
+    """A candidate on the boundary (top-two gap of float rounding, which a batch of another size
+    can flip) does not keep the label; a real margin does, whatever the logits' scale."""
+    from geomrob.interpret.attacks import keeps_label
+
+    eps32 = torch.finfo(torch.float32).eps
+    logits = torch.tensor(
+        [
+            [10.0, 10.0 - 4 * eps32 * 10, 0.0],  # measured kind of tie: a few ulps
+            [10.0, 9.99, 0.0],  # gap 1e-2
+            [1e-3, 0.0, -1e-3],  # small logits: the tolerance is absolute near 0
+            [0.0, 5.0, 1.0],  # the label is not on top at all
+        ]
+    )
+    label = torch.tensor([0, 0, 0, 0])
+    assert keeps_label(logits, label).tolist() == [False, True, True, False]
+    # float64 rounding is much finer: the same few-ulp gap in float64 ulps is rejected too,
+    # a 1e-9 gap is kept
+    l64 = torch.tensor([[10.0, 10.0 - 1e-9, 0.0]], dtype=torch.float64)
+    assert keeps_label(l64, torch.tensor([0])).tolist() == [True]
+    assert keeps_label(torch.tensor([[3.0]]), torch.tensor([0])).tolist() == [True]  # one class
