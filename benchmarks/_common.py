@@ -106,8 +106,13 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def save_json(obj: Any, path: Path) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file: a killed run leaves the old file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def save_json(obj: Any, path: Path) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

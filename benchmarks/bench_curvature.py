@@ -36,7 +36,11 @@ from typing import Any
 
 import torch
 
-from geomrob import data as gdata
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import write_atomic  # noqa: E402
+
+from geomrob import data as gdata  # noqa: E402
 from geomrob._model import eval_mode, functional
 from geomrob.curvature import BoundaryHessian, boundary_points, hvp, lanczos
 from geomrob.curvature.hvp import _setup, margin_gradients
@@ -88,13 +92,6 @@ def paired(fn, ref, rounds: int) -> tuple[float, float, float]:
         t_fn.append(t2 - t1)
         ratios.append((t2 - t1) / (t1 - t0))
     return statistics.median(t_fn), statistics.median(t_ref), statistics.median(ratios)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file: a killed run leaves the old file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def sync() -> None:

@@ -46,6 +46,7 @@ from _common import (  # noqa: E402
     save_json,
     synchronize,
     time_call,
+    write_atomic,
 )
 
 from geomrob import data as gdata  # noqa: E402
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "caption": caption,
     }
     save_json(record, out / f"{stem}.json")
-    (out / f"{stem}.md").write_text(caption + "\n\n" + table + "\n")
+    write_atomic(out / f"{stem}.md", caption + "\n\n" + table + "\n")
     print(f"\nwrote {out / (stem + '.json')} and {out / (stem + '.md')}")
     return 0
 
